@@ -1,0 +1,111 @@
+"""Plain records the store hands out: decoupled from the ORM classes and cheap to build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+QUEUED, RUNNING, PAUSED = "QUEUED", "RUNNING", "PAUSED"
+COMPLETED, FAILED, CANCELLED = "COMPLETED", "FAILED", "CANCELLED"
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+STATES = (QUEUED, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLED)
+
+# Event types, as stored.
+START, REASONING_DELTA, CONTENT_DELTA = "START", "REASONING_DELTA", "CONTENT_DELTA"
+TOOL_START, TOOL_END, PAUSED_EVENT = "TOOL_START", "TOOL_END", "PAUSED"
+STOP, ERROR, STATUS = "STOP", "ERROR", "STATUS"
+FINAL_EVENTS = frozenset({STOP, ERROR})
+
+
+@dataclass(slots=True)
+class RunRecord:
+    number: int
+    id: str
+    agent_id: str
+    org_id: str
+    user_id: str
+    session_id: str
+    state: str
+    attempt: int
+    input: dict[str, Any]
+    result: dict[str, Any] | None
+    error_reason: str | None
+    error_message: str | None
+    pending_action: dict[str, Any] | None
+    agent_state: dict[str, Any] | None
+    resume: dict[str, Any] | None
+    decisions: list[dict[str, Any]] | None
+    timeout_s: float
+    deadline: float
+    idempotency_key: str | None
+    request_hash: str | None
+    webhook_url: str | None
+    extras: dict[str, Any] | None
+    last_seq: int
+    cancel_requested: bool
+    lease_owner: str | None
+    lease_expires_at: float | None
+    created_at: float
+    started_at: float | None
+    updated_at: float
+    completed_at: float | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+@dataclass(slots=True)
+class EventRecord:
+    run_id: str
+    seq: int
+    type: str
+    data: dict[str, Any]
+    created_at: float
+
+    @property
+    def final(self) -> bool:
+        return self.type in FINAL_EVENTS
+
+
+@dataclass(slots=True)
+class NewRun:
+    """What a submission stores; the store fills in number, state and timestamps."""
+
+    id: str
+    agent_id: str
+    org_id: str
+    user_id: str
+    session_id: str
+    input: dict[str, Any]
+    timeout_s: float
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    webhook_url: str | None = None
+    extras: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class RunFilter:
+    org_id: str | None = None
+    agent_id: str = ""
+    session_id: str = ""
+    user_id: str = ""
+    states: tuple[str, ...] = ()
+    created_after: float | None = None
+    created_before: float | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a run ends or pauses, written in one conditional transaction with its last event."""
+
+    state: str
+    event_type: str
+    event_data: dict[str, Any]
+    result: dict[str, Any] | None = None
+    error_reason: str | None = None
+    error_message: str | None = None
+    pending_action: dict[str, Any] | None = None
+    agent_state: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

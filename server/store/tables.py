@@ -1,0 +1,94 @@
+"""Table definitions. Times are UNIX epoch seconds (float): the same type on every engine, cheap
+to compare and to turn into protobuf Timestamps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Column, Float, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "run"
+    __table_args__ = (
+        UniqueConstraint("org_id", "idempotency_key", name="uq_run_idempotency"),
+        Index("ix_run_state_number", "state", "number"),
+        Index("ix_run_lease", "state", "lease_expires_at"),
+        Index("ix_run_session", "session_id", "number"),
+        Index("ix_run_org_number", "org_id", "number"),
+    )
+
+    # Integer primary key: SQLite's rowid, a sequence on PostgreSQL; family C's integer run id.
+    number: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=36, unique=True)
+    agent_id: str = Field(max_length=64)
+    org_id: str = Field(default="", max_length=128)
+    user_id: str = Field(default="", max_length=128)
+    session_id: str = Field(max_length=128)
+    state: str = Field(max_length=16)
+    attempt: int = 1
+    input: dict[str, Any] = _json(nullable=False)
+    # Output, tool calls, reasoning steps, follow-ups and usage, written when the run pauses or ends.
+    result: dict[str, Any] | None = _json()
+    error_reason: str | None = Field(default=None, max_length=64)
+    error_message: str | None = None
+    pending_action: dict[str, Any] | None = _json()
+    # Opaque agent state stored at a pause so the run can resume in any process.
+    agent_state: dict[str, Any] | None = _json()
+    # The decision the next attempt hands to the agent (set by Continue, cleared when claimed).
+    resume: dict[str, Any] | None = _json()
+    decisions: list[dict[str, Any]] | None = _json()
+    timeout_s: float
+    deadline: float = Field(sa_column=Column(Float, nullable=False))
+    idempotency_key: str | None = Field(default=None, max_length=256)
+    request_hash: str | None = Field(default=None, max_length=64)
+    webhook_url: str | None = None
+    extras: dict[str, Any] | None = _json()
+    last_seq: int = 0
+    cancel_requested: bool = False
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: float | None = Field(default=None, sa_column=Column(Float))
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
+    started_at: float | None = Field(default=None, sa_column=Column(Float))
+    updated_at: float = Field(sa_column=Column(Float, nullable=False))
+    completed_at: float | None = Field(default=None, sa_column=Column(Float))
+
+
+class RunEventRow(SQLModel, table=True):
+    __tablename__ = "run_event"
+
+    run_id: str = Field(primary_key=True, max_length=36)
+    seq: int = Field(primary_key=True)
+    type: str = Field(max_length=24)
+    data: dict[str, Any] = _json(nullable=False)
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class SessionRow(SQLModel, table=True):
+    __tablename__ = "session"
+
+    id: str = Field(primary_key=True, max_length=128)
+    org_id: str = Field(default="", max_length=128)
+    user_id: str = Field(default="", max_length=128)
+    agent_id: str = Field(max_length=64)
+    run_count: int = 0
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
+    updated_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class SchemaVersionRow(SQLModel, table=True):
+    __tablename__ = "schema_version"
+
+    version: int = Field(primary_key=True)
+    applied_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+RUN = RunRow.__table__  # type: ignore[attr-defined]
+RUN_EVENT = RunEventRow.__table__  # type: ignore[attr-defined]
+SESSION = SessionRow.__table__  # type: ignore[attr-defined]
+SCHEMA_VERSION = SchemaVersionRow.__table__  # type: ignore[attr-defined]
