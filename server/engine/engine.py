@@ -1,0 +1,328 @@
+"""The run engine: admission, the durable queue (claim, lease renewal, sweeper), cancel,
+continue, waiting and event streams. Every state change is a conditional write in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from server.agents.registry import AgentRegistry
+from server.engine.hub import Hub
+from server.engine.runner import Runner
+from server.engine.streams import follow
+from server.errors import AlreadyExists, FailedPrecondition, NotFound
+from server.store.records import (
+    CANCELLED,
+    ERROR,
+    FAILED,
+    PAUSED,
+    PAUSED_EVENT,
+    QUEUED,
+    RUNNING,
+    TERMINAL,
+    EventRecord,
+    NewRun,
+    Outcome,
+    RunRecord,
+)
+from server.store.sql import SqlStore
+from server.store.tables import RUN
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    workers: int = 64  # runs executing at once in this process
+    lease_s: float = 30.0  # a worker that stops renewing loses its runs after this long
+    sweep_interval_s: float = 5.0  # how often expired leases and deadlines are checked
+    poll_interval_s: float = 0.5  # how often the queue is polled for runs submitted elsewhere
+    default_timeout_s: float = 3600.0
+    cancel_grace_s: float = 5.0  # how long a cancelled agent gets to stop before it is abandoned
+
+
+@dataclass(frozen=True)
+class Submission:
+    agent_id: str
+    input: dict[str, Any]
+    session_id: str = ""
+    user_id: str = ""
+    org_id: str = ""
+    timeout_s: float | None = None
+    idempotency_key: str = ""
+    request_hash: str = ""
+    webhook_url: str = ""
+    extras: dict[str, Any] | None = None
+
+
+class Engine:
+    def __init__(self, store: SqlStore, hub: Hub, agents: AgentRegistry, settings: EngineSettings) -> None:
+        self.store = store
+        self.hub = hub
+        self.agents = agents
+        self.settings = settings
+        self.owner = uuid.uuid4().hex
+        self._runners: dict[str, tuple[Runner, asyncio.Task[Any]]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._accepting = True
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loops: list[Coroutine[Any, Any, None]] = [self._dispatch(), self._renew(), self._sweep()]
+        self._tasks = [asyncio.create_task(c) for c in loops]
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop claiming, give running runs `grace_s` to finish, then release the rest to the queue."""
+        self._accepting = False
+        if self._runners and grace_s > 0:
+            await asyncio.wait([t for _, t in self._runners.values()], timeout=grace_s)
+        for runner, task in list(self._runners.values()):
+            if not runner.finalizing:
+                runner.stop_reason = "release"
+                task.cancel()
+        if self._runners:
+            await asyncio.wait([t for _, t in self._runners.values()], timeout=self.settings.cancel_grace_s)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- admission ----------------------------------------------------------------------
+
+    async def submit(self, sub: Submission) -> tuple[RunRecord, bool]:
+        """Store a QUEUED run (committed before this returns). An idempotency key already used for the
+        same request returns that run; for another request it is ALREADY_EXISTS."""
+        if self.agents.get(sub.agent_id) is None:
+            raise NotFound(f"agent {sub.agent_id!r} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": sub.agent_id})
+        new = NewRun(
+            id=str(uuid.uuid4()),
+            agent_id=sub.agent_id,
+            org_id=sub.org_id,
+            user_id=sub.user_id,
+            session_id=sub.session_id or str(uuid.uuid4()),
+            input=sub.input,
+            timeout_s=sub.timeout_s or self.settings.default_timeout_s,
+            idempotency_key=sub.idempotency_key or None,
+            request_hash=sub.request_hash or None,
+            webhook_url=sub.webhook_url or None,
+            extras=sub.extras,
+        )
+        run, created = await self.store.create_run(new)
+        if not created and run.request_hash != new.request_hash:
+            raise AlreadyExists(
+                "idempotency key already used for a different request",
+                reason="IDEMPOTENCY_KEY_REUSED",
+                metadata={"run_id": run.id, "idempotency_key": sub.idempotency_key},
+            )
+        if created:
+            self._wake.set()
+        return run, created
+
+    # ---- reads and waiting --------------------------------------------------------------
+
+    async def get(self, ref: str) -> RunRecord:
+        run = await self.store.get_run(ref)
+        if run is None:
+            raise NotFound(f"run {ref!r} not found", reason="RUN_NOT_FOUND", metadata={"run_id": ref})
+        return run
+
+    def events(self, run: RunRecord, after_seq: int) -> AsyncIterator[EventRecord]:
+        """Stored events after `after_seq`, then live ones, until the run ends or pauses."""
+        return follow(self.store, self.hub, run.id, after_seq, poll_s=self.settings.poll_interval_s)
+
+    async def wait(self, run: RunRecord) -> RunRecord:
+        """Return the run once it is terminal or PAUSED."""
+        while run.state in (QUEUED, RUNNING):
+            async with contextlib.aclosing(self.events(run, run.last_seq)) as stream:
+                async for _ in stream:
+                    pass
+            run = await self.get(run.id)
+        return run
+
+    # ---- cancel, continue, delete -------------------------------------------------------
+
+    async def cancel(self, ref: str, message: str = "") -> RunRecord:
+        run = await self.get(ref)
+        message = message or "the run was cancelled"
+        outcome = Outcome(
+            CANCELLED,
+            ERROR,
+            {"reason": "CANCELLED", "message": message},
+            error_reason="CANCELLED",
+            error_message=message,
+            extra={"pending_action": None, "resume": None},
+        )
+        while not run.terminal:
+            if run.state in (QUEUED, PAUSED):
+                done = await self.store.transition(run.id, outcome, states=[QUEUED, PAUSED])
+                if done is not None:
+                    return done
+            elif run.state == RUNNING:
+                await self._cancel_running(run, outcome)
+            run = await self.get(run.id)
+        return run
+
+    async def _cancel_running(self, run: RunRecord, outcome: Outcome) -> None:
+        local = self._runners.get(run.id)
+        if local is None:
+            # Another process holds the lease: flag it; that worker sees the flag when it renews.
+            await self.store.request_cancel(run.id)
+            await self._wait_until(run, lambda r: r.state != RUNNING, self.settings.lease_s + self.settings.sweep_interval_s)
+            return
+        runner, task = local
+        if not runner.finalizing and runner.stop_reason is None:
+            runner.stop_reason, runner.stop_message = "cancel", outcome.error_message or ""
+            task.cancel()
+        finished, _ = await asyncio.wait([task], timeout=self.settings.cancel_grace_s)
+        if not finished:
+            log.warning("run %s: agent ignored cancellation for %ss; abandoning it", run.id, self.settings.cancel_grace_s)
+            await self.store.transition(run.id, outcome, states=[RUNNING])
+
+    async def _wait_until(self, run: RunRecord, done: Any, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not done(run):
+                    async with contextlib.aclosing(self.events(run, run.last_seq)) as stream:
+                        async for _ in stream:
+                            break
+                    run = await self.get(run.id)
+
+    async def decide(self, ref: str, tool_call_id: str, approve: bool, reason: str, user_id: str) -> RunRecord:
+        """Record a decision on a PAUSED run's pending tool call and queue the run to go on."""
+        run = await self.get(ref)
+        pending = run.pending_action or {}
+        call_id = tool_call_id or pending.get("tool_call_id", "")
+        action = "APPROVE" if approve else "REJECT"
+        decision = {
+            "tool_call_id": call_id,
+            "decision": action,
+            "reason": reason,
+            "decided_by": user_id,
+            "decided_at": time.time(),
+        }
+        if run.state == PAUSED:
+            decided = await self.store.decide(run.id, call_id, decision)
+            if decided is not None:
+                self._wake.set()
+                return decided
+            run = await self.get(run.id)
+        for past in run.decisions or []:
+            if past["tool_call_id"] == call_id and past["decision"] == action:
+                return run  # the same decision again: applied once, answered the same
+        if run.state == PAUSED:
+            raise FailedPrecondition(
+                f"tool call {call_id!r} is not the pending action of run {run.id}",
+                reason="STALE_TOOL_CALL",
+                metadata={"run_id": run.id, "pending_tool_call_id": pending.get("tool_call_id", "")},
+            )
+        raise FailedPrecondition(
+            f"run {run.id} is {run.state}, not PAUSED",
+            reason="RUN_NOT_PAUSED",
+            metadata={"run_id": run.id, "state": run.state},
+        )
+
+    async def delete(self, ref: str) -> None:
+        run = await self.get(ref)
+        if not run.terminal or not await self.store.delete_run(run.id):
+            raise FailedPrecondition(
+                f"run {run.id} is {run.state}; only finished runs can be deleted",
+                reason="RUN_NOT_FINISHED",
+                metadata={"run_id": run.id, "state": run.state},
+            )
+
+    # ---- background loops ---------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._wake.clear()
+            free = self.settings.workers - len(self._runners) if self._accepting else 0
+            claimed: list[RunRecord] = []
+            if free > 0:
+                try:
+                    claimed = await self.store.claim(self.owner, free, self.settings.lease_s)
+                except Exception:
+                    log.exception("claiming runs failed")
+            for run in claimed:
+                self._launch(run)
+            if free > 0 and len(claimed) == free:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+
+    def _launch(self, run: RunRecord) -> None:
+        agent = self.agents.get(run.agent_id)
+        if agent is None:
+            asyncio.create_task(self._fail_claimed(run, "AGENT_NOT_FOUND", f"agent {run.agent_id!r} is not configured"))
+            return
+        runner = Runner(self.store, self.owner, agent, run)
+        task = asyncio.create_task(self._execute(runner), name=f"run-{run.id}")
+        self._runners[run.id] = (runner, task)
+
+    async def _execute(self, runner: Runner) -> None:
+        try:
+            await runner.execute()
+        except Exception:
+            log.exception("run %s: runner crashed", runner.run.id)
+            await self._fail_claimed(runner.run, "INTERNAL", "the run failed inside the server")
+        finally:
+            self._runners.pop(runner.run.id, None)
+            self._wake.set()
+
+    async def _fail_claimed(self, run: RunRecord, reason: str, message: str) -> None:
+        outcome = _failure(reason, message)
+        await self.store.transition(run.id, outcome, states=[RUNNING], where=[RUN.c.lease_owner == self.owner])
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                for run_id in await self.store.renew(self.owner, self.settings.lease_s):
+                    local = self._runners.get(run_id)
+                    if local is not None and local[0].stop_reason is None and not local[0].finalizing:
+                        local[0].stop_reason = "cancel"
+                        local[1].cancel()
+            except Exception:
+                log.exception("renewing leases failed")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("sweeping failed")
+
+    async def sweep_once(self) -> None:
+        """Fail runs past their deadline that no local worker is executing, and runs whose worker
+        stopped renewing its lease (WORKER_LOST)."""
+        now = time.time()
+        for run in await self.store.overdue(now):
+            if run.id in self._runners:
+                continue  # its own timeout ends it
+            if run.state == RUNNING and run.lease_expires_at is not None and run.lease_expires_at < now:
+                outcome = _failure("WORKER_LOST", "the worker executing the run stopped responding")
+                await self.store.transition(run.id, outcome, states=[RUNNING], where=[RUN.c.lease_expires_at < now])
+            elif run.deadline < now and run.state in (QUEUED, PAUSED):
+                outcome = _failure("DEADLINE_EXCEEDED", f"run exceeded its timeout of {run.timeout_s:g}s")
+                await self.store.transition(run.id, outcome, states=[QUEUED, PAUSED], where=[RUN.c.deadline < now])
+
+
+def _failure(reason: str, message: str) -> Outcome:
+    return Outcome(
+        FAILED,
+        ERROR,
+        {"reason": reason, "message": message},
+        error_reason=reason,
+        error_message=message,
+        extra={"pending_action": None, "resume": None},
+    )
+
+
+__all__ = ["TERMINAL", "Engine", "EngineSettings", "Submission", "PAUSED_EVENT"]

@@ -1,0 +1,73 @@
+"""In-process fan-out of committed events to stream subscribers. Bounded: a subscriber that falls
+behind is marked lagged and catches up from the store, so it never blocks the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+from server.store.records import EventRecord
+
+QUEUE_BATCHES = 256
+
+
+class Subscription:
+    __slots__ = ("_queue", "lagged", "run_id")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._queue: asyncio.Queue[list[EventRecord]] = asyncio.Queue(QUEUE_BATCHES)
+        self.lagged = False
+
+    def reset(self) -> None:
+        """Forget queued events; call before re-reading the store."""
+        self.lagged = False
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def offer(self, events: list[EventRecord]) -> None:
+        if self.lagged:
+            return
+        try:
+            self._queue.put_nowait(events)
+        except asyncio.QueueFull:
+            self.lagged = True
+            self._queue.get_nowait()  # make room for the wake-up below
+            self._queue.put_nowait([])
+
+    async def get(self, timeout: float) -> list[EventRecord] | None:
+        """Next batch of live events; None on timeout. An empty batch means "lagged"."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscription]] = {}
+
+    def publish(self, events: list[EventRecord]) -> None:
+        if not self._subscribers or not events:
+            return
+        by_run: dict[str, list[EventRecord]] = {}
+        for event in events:
+            if event.run_id in self._subscribers:
+                by_run.setdefault(event.run_id, []).append(event)
+        for run_id, batch in by_run.items():
+            for subscription in self._subscribers.get(run_id, ()):
+                subscription.offer(batch)
+
+    @contextlib.contextmanager
+    def subscribe(self, run_id: str) -> Iterator[Subscription]:
+        subscription = Subscription(run_id)
+        self._subscribers.setdefault(run_id, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscribers = self._subscribers.get(run_id)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._subscribers[run_id]

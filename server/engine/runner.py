@@ -1,0 +1,280 @@
+"""Executes one claimed run: drives the agent, stores each event in order, and ends the run
+(COMPLETED / PAUSED / FAILED / CANCELLED, or back to QUEUED when the server releases it) in one
+conditional transaction that also checks this worker still holds the lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.agents.base import (
+    Agent,
+    AgentContext,
+    AgentEvent,
+    ApprovalRequired,
+    ContentDelta,
+    Decision,
+    Finished,
+    ReasoningDelta,
+    ToolEnd,
+    ToolStart,
+)
+from server.engine.inputs import run_input_from_dict
+from server.store.records import (
+    CANCELLED,
+    CONTENT_DELTA,
+    COMPLETED,
+    ERROR,
+    FAILED,
+    PAUSED,
+    PAUSED_EVENT,
+    QUEUED,
+    REASONING_DELTA,
+    RUNNING,
+    START,
+    STATUS,
+    STOP,
+    TOOL_END,
+    TOOL_START,
+    EventRecord,
+    Outcome,
+    RunRecord,
+)
+from server.store.sql import SqlStore
+from server.store.tables import RUN
+
+log = logging.getLogger(__name__)
+
+# Yield to the event loop at least this often, so an agent that never awaits cannot starve others.
+YIELD_EVERY = 64
+
+
+@dataclass
+class Transcript:
+    """What a run has produced so far: carried across a pause in the run's `result`."""
+
+    output: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    reasoning_steps: list[str] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    reasoning: list[str] = field(default_factory=list)
+    open_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def resume(cls, result: dict[str, Any] | None) -> Transcript:
+        result = result or {}
+        return cls(
+            output=[result["output"]] if result.get("output") else [],
+            tool_calls=list(result.get("tool_calls", [])),
+            reasoning_steps=list(result.get("reasoning_steps", [])),
+            usage=dict(result.get("usage", {})),
+        )
+
+    def close_reasoning(self) -> None:
+        if self.reasoning:
+            self.reasoning_steps.append("".join(self.reasoning))
+            self.reasoning = []
+
+    def add_usage(self, **counts: int) -> None:
+        for name, value in counts.items():
+            self.usage[name] = self.usage.get(name, 0) + value
+
+    def result(self, **extra: Any) -> dict[str, Any]:
+        self.close_reasoning()
+        return {
+            "output": "".join(self.output),
+            "tool_calls": self.tool_calls,
+            "reasoning_steps": self.reasoning_steps,
+            "usage": self.usage,
+            **extra,
+        }
+
+
+class Runner:
+    def __init__(self, store: SqlStore, owner: str, agent: Agent, run: RunRecord) -> None:
+        self.store = store
+        self.owner = owner
+        self.agent = agent
+        self.run = run
+        # Why the engine cancelled this task: "cancel" (CancelRun) or "release" (shutdown).
+        self.stop_reason: str | None = None
+        self.stop_message = ""
+        self.finalizing = False
+        self._seq = run.last_seq
+        self._stored: asyncio.Future[bool] | None = None
+        self._transcript = Transcript.resume(run.result)
+        self._started = time.perf_counter()
+
+    async def execute(self) -> RunRecord | None:
+        run = self.run
+        if run.last_seq == 0:
+            await self._emit(START, {"session_id": run.session_id, "attempt": run.attempt})
+        else:
+            reason = "RESUMED" if run.resume else "RETRIED"
+            await self._emit(STATUS, {"state": RUNNING, "reason": reason})
+        outcome = await self._drive()
+        self.finalizing = True
+        if self._stored is not None and not await self._stored:
+            log.warning("run %s: lost its lease or an event write; not finalizing", run.id)
+            return None
+        where = [RUN.c.lease_owner == self.owner]
+        return await self.store.transition(run.id, outcome, states=[RUNNING], where=where)
+
+    async def _drive(self) -> Outcome:
+        try:
+            async with asyncio.timeout(self.run.deadline - time.time()):
+                return await self._consume()
+        except TimeoutError:
+            await self._close_open_calls("the run's deadline passed")
+            return self._failed("DEADLINE_EXCEEDED", f"run exceeded its timeout of {self.run.timeout_s:g}s")
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            await self._close_open_calls("the run was cancelled")
+            if self.stop_reason == "release":
+                return self._released()
+            return self._cancelled()
+        except Exception as exc:
+            log.info("run %s: agent %s failed: %r", self.run.id, self.agent.info.id, exc)
+            await self._close_open_calls(f"the agent failed: {exc}")
+            return self._failed("AGENT_ERROR", f"{type(exc).__name__}: {exc}")
+
+    async def _consume(self) -> Outcome:
+        count = 0
+        async with contextlib.aclosing(self.agent.run(self._context())) as events:
+            async for event in events:
+                if isinstance(event, Finished | ApprovalRequired):
+                    return self._ending(event)
+                await self._record(event)
+                count += 1
+                if count % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        return self._failed("AGENT_ERROR", "the agent ended without a result")
+
+    def _context(self) -> AgentContext:
+        run = self.run
+        decision = None
+        if run.resume:
+            decision = Decision(
+                tool_call_id=run.resume["tool_call_id"],
+                approved=run.resume["decision"] == "APPROVE",
+                reason=run.resume.get("reason", ""),
+            )
+        return AgentContext(
+            run_id=run.id,
+            session_id=run.session_id,
+            user_id=run.user_id,
+            input=run_input_from_dict(run.input),
+            attempt=run.attempt,
+            state=run.agent_state,
+            decision=decision,
+        )
+
+    async def _record(self, event: AgentEvent) -> None:
+        t = self._transcript
+        if isinstance(event, ReasoningDelta):
+            t.reasoning.append(event.text)
+            await self._emit(REASONING_DELTA, {"text": event.text})
+            return
+        t.close_reasoning()
+        if isinstance(event, ContentDelta):
+            t.output.append(event.text)
+            await self._emit(CONTENT_DELTA, {"text": event.text})
+        elif isinstance(event, ToolStart):
+            call = {"id": event.tool_call_id, "name": event.name, "arguments_json": event.arguments_json}
+            t.open_calls[event.tool_call_id] = call
+            await self._emit(TOOL_START, dict(call))
+        elif isinstance(event, ToolEnd):
+            await self._end_call(event.tool_call_id, event.name, event.result, event.duration_ms, event.is_error)
+
+    async def _end_call(self, call_id: str, name: str, result: str, duration_ms: int, is_error: bool) -> None:
+        t = self._transcript
+        call = t.open_calls.pop(call_id, {"id": call_id, "name": name, "arguments_json": "{}"})
+        call |= {"result": result, "duration_ms": duration_ms, "is_error": is_error}
+        t.tool_calls.append(call)
+        t.add_usage(tool_ms=duration_ms)
+        await self._emit(TOOL_END, call)
+
+    async def _close_open_calls(self, why: str) -> None:
+        """Record what happened to tool calls still in flight when the agent stopped."""
+        for call_id, call in list(self._transcript.open_calls.items()):
+            await self._end_call(call_id, call["name"], f"not completed: {why}", 0, True)
+
+    async def _emit(self, type_: str, data: dict[str, Any]) -> None:
+        self._seq += 1
+        event = EventRecord(self.run.id, self._seq, type_, data, time.time())
+        self._stored = await self.store.append(self.run.id, self.owner, [event])
+
+    def _elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self._started) * 1000)
+
+    def _ending(self, event: Finished | ApprovalRequired) -> Outcome:
+        t = self._transcript
+        t.add_usage(duration_ms=self._elapsed_ms())
+        if isinstance(event, ApprovalRequired):
+            pending = {
+                "tool_call_id": event.tool_call_id,
+                "tool_name": event.name,
+                "arguments_json": event.arguments_json,
+            }
+            return Outcome(
+                PAUSED,
+                PAUSED_EVENT,
+                pending,
+                result=t.result(),
+                pending_action=pending,
+                agent_state=event.state,
+                extra={"lease_owner": None, "lease_expires_at": None, "resume": None},
+            )
+        u = event.usage
+        t.add_usage(
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            reasoning_tokens=u.reasoning_tokens,
+            model_calls=u.model_calls,
+        )
+        if event.output and not t.output:
+            t.output.append(event.output)
+        result = t.result(output_json=event.output_json, followups=list(event.followups))
+        if event.output:
+            result["output"] = event.output
+        return Outcome(
+            COMPLETED,
+            STOP,
+            {"state": COMPLETED, "followups": list(event.followups)},
+            result=result,
+            extra={"pending_action": None, "resume": None},
+        )
+
+    def _failed(self, reason: str, message: str) -> Outcome:
+        return self._error_outcome(FAILED, reason, message)
+
+    def _cancelled(self) -> Outcome:
+        return self._error_outcome(CANCELLED, "CANCELLED", self.stop_message or "the run was cancelled")
+
+    def _error_outcome(self, state: str, reason: str, message: str) -> Outcome:
+        self._transcript.add_usage(duration_ms=self._elapsed_ms())
+        return Outcome(
+            state,
+            ERROR,
+            {"reason": reason, "message": message},
+            result=self._transcript.result(),
+            error_reason=reason,
+            error_message=message,
+            extra={"pending_action": None, "resume": None},
+        )
+
+    def _released(self) -> Outcome:
+        return Outcome(
+            QUEUED,
+            STATUS,
+            {"state": QUEUED, "reason": "RELEASED"},
+            extra={"lease_owner": None, "lease_expires_at": None, "attempt": RUN.c.attempt + 1},
+        )

@@ -1,0 +1,59 @@
+"""Following a run's event log: replay from the store, then tail live events from the hub, with no
+gap and no repeat. Falls back to the store when the subscriber lags or nothing arrives for a
+while (events written by another process)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from server.engine.hub import Hub, Subscription
+from server.store.records import PAUSED, PAUSED_EVENT, TERMINAL, EventRecord
+from server.store.sql import SqlStore
+
+PAGE = 500
+
+
+async def follow(
+    store: SqlStore, hub: Hub, run_id: str, after_seq: int, *, poll_s: float
+) -> AsyncIterator[EventRecord]:
+    """Yield events with seq > after_seq until a STOP/ERROR event, or a PAUSED event that is the
+    latest one (the stream of a paused run ends; re-attach after Continue)."""
+    cursor = after_seq
+    with hub.subscribe(run_id) as live:
+        while True:
+            live.reset()
+            while True:  # replay what is committed
+                page = await store.list_events(run_id, cursor, PAGE)
+                for event in page:
+                    yield event
+                    cursor = event.seq
+                    if event.final:
+                        return
+                if len(page) < PAGE:
+                    break
+            run = await store.get_run(run_id)
+            if run is None or (run.state in TERMINAL or run.state == PAUSED) and cursor >= run.last_seq:
+                return
+            async for event in _tail(live, cursor, poll_s):
+                yield event
+                cursor = event.seq
+                if event.final:
+                    return
+
+
+async def _tail(live: Subscription, cursor: int, poll_s: float) -> AsyncIterator[EventRecord]:
+    """Live events in seq order; stops on a timeout, a lag, a gap or a PAUSED event (the caller
+    re-reads the store, which also tells whether the run is still paused)."""
+    while True:
+        batch = await live.get(poll_s)
+        if not batch or live.lagged:
+            return
+        for event in batch:
+            if event.seq <= cursor:
+                continue
+            if event.seq != cursor + 1:
+                return
+            yield event
+            cursor = event.seq
+            if event.final or event.type == PAUSED_EVENT:
+                return
