@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from server.agents.base import Agent
 from server.agents.registry import AgentRegistry
 from server.engine.hub import Hub
 from server.engine.runner import Runner
@@ -99,8 +100,7 @@ class Engine:
     async def submit(self, sub: Submission) -> tuple[RunRecord, bool]:
         """Store a QUEUED run (committed before this returns). An idempotency key already used for the
         same request returns that run; for another request it is ALREADY_EXISTS."""
-        if self.agents.get(sub.agent_id) is None:
-            raise NotFound(f"agent {sub.agent_id!r} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": sub.agent_id})
+        self.agent(sub.agent_id)
         new = NewRun(
             id=str(uuid.uuid4()),
             agent_id=sub.agent_id,
@@ -126,6 +126,12 @@ class Engine:
         return run, created
 
     # ---- reads and waiting --------------------------------------------------------------
+
+    def agent(self, agent_id: str) -> Agent:
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise NotFound(f"agent {agent_id!r} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id})
+        return agent
 
     async def get(self, ref: str) -> RunRecord:
         run = await self.store.get_run(ref)

@@ -1,0 +1,31 @@
+"""agentrun command line: `agentrun serve [flags]` (see --help)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from server import settings as settings_module
+from server.agents.registry import AgentConfigError
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="agentrun", description="Run AI agents durably over gRPC.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the gRPC API (SQLite and the demo agents by default)")
+    settings_module.add_arguments(serve)
+    args = parser.parse_args(argv)
+    settings = settings_module.from_namespace(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.app import serve as run_server
+
+    try:
+        asyncio.run(run_server(settings))
+    except AgentConfigError as exc:
+        sys.exit(f"agentrun: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Stored records <-> protobuf messages. Hand-written field by field: this runs for every event
+of every stream, where generic JSON round trips would cost more than the rest of the path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+
+from agentrun.v1 import run_pb2
+from server.agents.base import AgentInfo, Media, Options, RunInput
+from server.engine.inputs import run_input_from_dict
+from server.store.records import EventRecord, RunRecord
+
+STATE = {name[10:]: value for name, value in run_pb2.RunState.items() if value}
+STATE_NAME = {value: name for name, value in STATE.items()}
+EVENT_TYPE = {name[11:]: value for name, value in run_pb2.EventType.items() if value}
+DECISION = {run_pb2.DECISION_APPROVE: "APPROVE", run_pb2.DECISION_REJECT: "REJECT"}
+DECISION_VALUE = {name: value for value, name in DECISION.items()}
+FORMAT_NAME = {run_pb2.RESPONSE_FORMAT_JSON: "json"}
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    whole = int(seconds)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
+
+
+def struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(value)
+    return message
+
+
+def json_value(value: Any) -> struct_pb2.Value:
+    return json_format.ParseDict(value, struct_pb2.Value())
+
+
+# ---- requests -> typed input ------------------------------------------------------------------
+
+
+def input_from_proto(message: run_pb2.RunInput) -> RunInput:
+    o = message.options
+    return RunInput(
+        message=message.message,
+        media=tuple(Media(m.type, m.data) for m in message.media),
+        options=Options(
+            model=o.model,
+            provider=o.provider,
+            temperature=o.temperature if o.HasField("temperature") else None,
+            max_tokens=o.max_tokens if o.HasField("max_tokens") else None,
+            system_prompt=o.system_prompt,
+        ),
+        generate_followups=message.generate_followups,
+        response_format=FORMAT_NAME.get(message.response_format, "text"),
+        json_schema=json_format.MessageToDict(message.json_schema) if message.HasField("json_schema") else None,
+    )
+
+
+def input_to_proto(data: dict[str, Any]) -> run_pb2.RunInput:
+    value = run_input_from_dict(data)
+    o = value.options
+    message = run_pb2.RunInput(
+        message=value.message,
+        media=[run_pb2.Media(type=m.type, data=m.data) for m in value.media],
+        options=run_pb2.RunOptions(
+            model=o.model,
+            provider=o.provider,
+            temperature=o.temperature,
+            max_tokens=o.max_tokens,
+            system_prompt=o.system_prompt,
+        ),
+        generate_followups=value.generate_followups,
+        response_format=run_pb2.RESPONSE_FORMAT_JSON if value.response_format == "json" else run_pb2.RESPONSE_FORMAT_TEXT,
+    )
+    if value.json_schema is not None:
+        message.json_schema.update(value.json_schema)
+    return message
+
+
+# ---- records -> messages -----------------------------------------------------------------------
+
+
+def _tool_call(call: dict[str, Any]) -> run_pb2.ToolCall:
+    return run_pb2.ToolCall(
+        id=call.get("id", ""),
+        name=call.get("name", ""),
+        arguments_json=call.get("arguments_json", ""),
+        result=call.get("result", ""),
+        duration_ms=call.get("duration_ms", 0),
+        is_error=call.get("is_error", False),
+    )
+
+
+def _pending(action: dict[str, Any]) -> run_pb2.PendingAction:
+    return run_pb2.PendingAction(
+        tool_call_id=action["tool_call_id"], tool_name=action["tool_name"], arguments_json=action["arguments_json"]
+    )
+
+
+def run_to_proto(run: RunRecord) -> run_pb2.Run:
+    message = run_pb2.Run(
+        id=run.id,
+        number=run.number,
+        agent_id=run.agent_id,
+        session_id=run.session_id,
+        user_id=run.user_id,
+        org_id=run.org_id,
+        state=STATE[run.state],
+        input=input_to_proto(run.input),
+        attempt=run.attempt,
+        timeout=duration_pb2.Duration(seconds=int(run.timeout_s), nanos=int((run.timeout_s % 1) * 1e9)),
+        deadline=timestamp(run.deadline),
+        idempotency_key=run.idempotency_key or "",
+        webhook_url=run.webhook_url or "",
+        last_seq=run.last_seq,
+        create_time=timestamp(run.created_at),
+        update_time=timestamp(run.updated_at),
+    )
+    if run.started_at is not None:
+        message.start_time.CopyFrom(timestamp(run.started_at))
+    if run.completed_at is not None:
+        message.complete_time.CopyFrom(timestamp(run.completed_at))
+    if run.error_reason:
+        message.error.CopyFrom(run_pb2.RunError(reason=run.error_reason, message=run.error_message or ""))
+    if run.pending_action:
+        message.pending_action.CopyFrom(_pending(run.pending_action))
+    if run.extras:
+        message.metadata.update(run.extras)
+    for decision in run.decisions or ():
+        message.decisions.append(
+            run_pb2.DecisionRecord(
+                tool_call_id=decision["tool_call_id"],
+                decision=DECISION_VALUE[decision["decision"]],
+                decided_by=decision.get("decided_by", ""),
+                decide_time=timestamp(decision["decided_at"]),
+            )
+        )
+    if run.result:
+        _fill_result(message, run.result)
+    return message
+
+
+def _fill_result(message: run_pb2.Run, result: dict[str, Any]) -> None:
+    message.output = result.get("output", "")
+    if result.get("output_json") is not None:
+        message.output_json.CopyFrom(json_value(result["output_json"]))
+    message.tool_calls.extend(_tool_call(c) for c in result.get("tool_calls", ()))
+    message.reasoning_steps.extend(result.get("reasoning_steps", ()))
+    message.followups.extend(result.get("followups", ()))
+    usage = result.get("usage")
+    if usage:
+        message.usage.CopyFrom(run_pb2.Usage(**usage))
+
+
+def event_to_proto(event: EventRecord) -> run_pb2.RunEvent:
+    message = run_pb2.RunEvent(
+        run_id=event.run_id, seq=event.seq, type=EVENT_TYPE[event.type], create_time=timestamp(event.created_at)
+    )
+    data = event.data
+    match event.type:
+        case "CONTENT_DELTA" | "REASONING_DELTA":
+            message.text = data["text"]
+        case "TOOL_START" | "TOOL_END":
+            message.tool_call.CopyFrom(_tool_call(data))
+        case "START":
+            message.start.CopyFrom(run_pb2.StartEvent(session_id=data["session_id"], attempt=data["attempt"]))
+        case "PAUSED":
+            message.pending_action.CopyFrom(_pending(data))
+        case "STOP":
+            message.stop.CopyFrom(run_pb2.StopEvent(state=STATE[data["state"]], followups=data.get("followups", ())))
+        case "ERROR":
+            message.error.CopyFrom(run_pb2.RunError(reason=data["reason"], message=data["message"]))
+        case "STATUS":
+            message.status.CopyFrom(run_pb2.StatusEvent(state=STATE[data["state"]], reason=data["reason"]))
+    return message
+
+
+def agent_to_proto(info: AgentInfo) -> run_pb2.Agent:
+    return run_pb2.Agent(
+        id=info.id,
+        name=info.name,
+        description=info.description,
+        is_team=info.is_team,
+        member_ids=info.member_ids,
+        model=info.model,
+        tools=info.tools,
+        approval_tools=info.approval_tools,
+    )

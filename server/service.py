@@ -1,0 +1,169 @@
+"""RunService: the one handler layer every transport reaches. Translates requests into engine
+calls and records into messages; every failure leaves as google.rpc.Status."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from agentrun.v1 import run_service_pb2 as pb
+from agentrun.v1 import run_service_pb2_grpc
+from server import validation
+from server.convert import agent_to_proto, event_to_proto, run_to_proto
+from server.engine.engine import Engine
+from server.errors import AgentrunError, Internal
+from server.store.records import RunFilter
+
+log = logging.getLogger(__name__)
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _abort(context: Ctx, exc: Exception) -> None:
+    if isinstance(exc, AgentrunError):
+        await context.abort_with_status(exc.to_status())
+    log.exception("unexpected error in %s", type(exc).__name__, exc_info=exc)
+    await context.abort_with_status(Internal("internal error").to_status())
+
+
+def unary(
+    fn: Callable[[Any, Req, Ctx], Awaitable[Resp]],
+) -> Callable[[Any, Req, Ctx], Awaitable[Resp]]:
+    @functools.wraps(fn)
+    async def handler(self: Any, request: Req, context: Ctx) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+
+    return handler
+
+
+def streaming(
+    fn: Callable[[Any, Req, Ctx], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, Ctx], AsyncIterator[Resp]]:
+    @functools.wraps(fn)
+    async def handler(self: Any, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+        try:
+            async with contextlib.aclosing(fn(self, request, context)) as responses:
+                async for response in responses:
+                    yield response
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return handler
+
+
+class RunService(run_service_pb2_grpc.RunServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @unary
+    async def Run(self, request: pb.RunRequest, context: Ctx) -> pb.RunResponse:
+        run, _ = await self.engine.submit(validation.submission(request))
+        if request.wait:
+            run = await self.engine.wait(run)
+        return pb.RunResponse(run=run_to_proto(run))
+
+    @streaming
+    async def StreamRun(self, request: pb.StreamRunRequest, context: Ctx) -> AsyncIterator[pb.StreamRunResponse]:
+        if request.run_id:
+            run = await self.engine.get(validation.run_ref(request.run_id))
+            validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
+            after = request.after_seq
+        else:
+            run, _ = await self.engine.submit(validation.submission(request.run, prefix="run."))
+            after = 0
+        async with contextlib.aclosing(self.engine.events(run, after)) as events:
+            async for event in events:
+                yield pb.StreamRunResponse(event=event_to_proto(event))
+
+    @unary
+    async def GetRun(self, request: pb.GetRunRequest, context: Ctx) -> pb.GetRunResponse:
+        run = await self.engine.get(validation.run_ref(request.run_id))
+        return pb.GetRunResponse(run=run_to_proto(run))
+
+    @unary
+    async def BatchGetRuns(self, request: pb.BatchGetRunsRequest, context: Ctx) -> pb.BatchGetRunsResponse:
+        ids = validation.batch_ids(request.run_ids)
+        found = await self.engine.store.get_runs(ids)
+        response = pb.BatchGetRunsResponse()
+        seen: set[str] = set()
+        for ref in ids:
+            run = found.get(ref)
+            if run is None:
+                response.missing_run_ids.append(ref)
+            elif run.id not in seen:
+                seen.add(run.id)
+                response.runs.append(run_to_proto(run))
+        return response
+
+    @unary
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Ctx) -> pb.ListRunsResponse:
+        size = validation.page_size(request.page_size, 50)
+        before = validation.decode_token(request.page_token, "n")
+        flt = RunFilter(
+            agent_id=request.agent_id,
+            session_id=request.session_id,
+            user_id=request.user_id,
+            states=validation.states(request.states),
+            created_after=request.create_time_after.ToNanoseconds() / 1e9
+            if request.HasField("create_time_after")
+            else None,
+            created_before=request.create_time_before.ToNanoseconds() / 1e9
+            if request.HasField("create_time_before")
+            else None,
+        )
+        runs, total = await self.engine.store.list_runs(flt, before_number=before, limit=size)
+        token = validation.encode_token("n", runs[-1].number) if len(runs) == size else ""
+        return pb.ListRunsResponse(runs=[run_to_proto(r) for r in runs], next_page_token=token, total_size=total)
+
+    @unary
+    async def Continue(self, request: pb.ContinueRequest, context: Ctx) -> pb.ContinueResponse:
+        ref = validation.run_ref(request.run_id)
+        approve = validation.decision(request.decision)
+        run = await self.engine.decide(ref, request.tool_call_id, approve, request.reason, user_id="")
+        if request.wait:
+            run = await self.engine.wait(run)
+        return pb.ContinueResponse(run=run_to_proto(run))
+
+    @unary
+    async def CancelRun(self, request: pb.CancelRunRequest, context: Ctx) -> pb.CancelRunResponse:
+        run = await self.engine.cancel(validation.run_ref(request.run_id), request.reason)
+        return pb.CancelRunResponse(run=run_to_proto(run))
+
+    @unary
+    async def DeleteRun(self, request: pb.DeleteRunRequest, context: Ctx) -> pb.DeleteRunResponse:
+        await self.engine.delete(validation.run_ref(request.run_id))
+        return pb.DeleteRunResponse()
+
+    @unary
+    async def ListRunEvents(self, request: pb.ListRunEventsRequest, context: Ctx) -> pb.ListRunEventsResponse:
+        run = await self.engine.get(validation.run_ref(request.run_id))
+        size = validation.page_size(request.page_size, 100)
+        validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
+        after = max(request.after_seq, validation.decode_token(request.page_token, "s") or 0)
+        events = await self.engine.store.list_events(run.id, after, size)
+        token = validation.encode_token("s", events[-1].seq) if len(events) == size else ""
+        return pb.ListRunEventsResponse(events=[event_to_proto(e) for e in events], next_page_token=token)
+
+    @unary
+    async def ListAgents(self, request: pb.ListAgentsRequest, context: Ctx) -> pb.ListAgentsResponse:
+        agents = list(self.engine.agents)
+        start = validation.decode_token(request.page_token, "a") or 0
+        size = validation.page_size(request.page_size, len(agents) or 1)
+        page = agents[start : start + size]
+        token = validation.encode_token("a", start + size) if start + size < len(agents) else ""
+        return pb.ListAgentsResponse(agents=[agent_to_proto(a.info) for a in page], next_page_token=token)
+
+    @unary
+    async def GetAgent(self, request: pb.GetAgentRequest, context: Ctx) -> pb.GetAgentResponse:
+        agent = self.engine.agent(request.agent_id)
+        return pb.GetAgentResponse(agent=agent_to_proto(agent.info))
