@@ -259,8 +259,10 @@ class Engine:
                 self._launch(run)
             if free > 0 and len(claimed) == free:
                 continue
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races a wake-up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
+                async with asyncio.timeout(self.settings.poll_interval_s):
+                    await self._wake.wait()
 
     def _launch(self, run: RunRecord) -> None:
         agent = self.agents.get(run.agent_id)

@@ -38,8 +38,11 @@ class Subscription:
 
     async def get(self, timeout: float) -> list[EventRecord] | None:
         """Next batch of live events; None on timeout. An empty batch means "lagged"."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self._queue.get()
         except TimeoutError:
             return None
 

@@ -1,0 +1,80 @@
+"""Fixtures: a real agentrun gRPC server on port 0 (in this event loop) over a real SQLite
+database, a file or in-memory, and a client stub talking to it over TCP."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from agentrun.v1 import run_pb2, run_service_pb2_grpc
+from agentrun.v1 import run_service_pb2 as pb
+from server.app import RunningServer, running
+from server.engine.engine import EngineSettings
+from server.settings import Settings
+
+FAST = EngineSettings(lease_s=2.0, sweep_interval_s=0.3, poll_interval_s=0.2, cancel_grace_s=2.0)
+
+
+def test_settings(database_url: str, **engine: Any) -> Settings:
+    return Settings(
+        listen="127.0.0.1:0",
+        database_url=database_url,
+        agents_file=Path("/tmp/plain_agents.yaml"),
+        shutdown_grace_s=1.0,
+        log_level="WARNING",
+        engine=dataclasses.replace(FAST, **engine),
+    )
+
+
+@pytest.fixture(params=["file", "memory"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'agentrun.db'}" if request.param == "file" else "sqlite:///:memory:"
+
+
+@dataclasses.dataclass
+class Harness:
+    server: RunningServer
+    channel: grpc.aio.Channel
+    stub: run_service_pb2_grpc.RunServiceStub
+
+    async def run(self, agent_id: str, message: str, **fields: Any) -> run_pb2.Run:
+        request = pb.RunRequest(agent_id=agent_id, input=run_pb2.RunInput(message=message), **fields)
+        return (await self.stub.Run(request)).run
+
+    async def get(self, run_id: str) -> run_pb2.Run:
+        return (await self.stub.GetRun(pb.GetRunRequest(run_id=run_id))).run
+
+    async def events(self, **request: Any) -> list[run_pb2.RunEvent]:
+        return [r.event async for r in self.stub.StreamRun(pb.StreamRunRequest(**request))]
+
+
+@dataclasses.dataclass
+class Launcher:
+    """Starts servers with chosen settings; all are stopped at the end of the test."""
+
+    database_url: str
+    stack: Any
+
+    async def __call__(self, **engine: Any) -> Harness:
+        server = await self.stack.enter_async_context(running(test_settings(self.database_url, **engine)))
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        self.stack.push_async_callback(channel.close)
+        return Harness(server, channel, run_service_pb2_grpc.RunServiceStub(channel))
+
+
+@pytest.fixture
+async def launch(database_url: str) -> AsyncIterator[Callable[..., Any]]:
+    import contextlib
+
+    async with contextlib.AsyncExitStack() as stack:
+        yield Launcher(database_url, stack)
+
+
+@pytest.fixture
+async def h(launch: Launcher) -> Harness:
+    return await launch()
