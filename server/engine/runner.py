@@ -35,7 +35,6 @@ from server.store.records import (
     QUEUED,
     REASONING_DELTA,
     RUNNING,
-    START,
     STATUS,
     STOP,
     TOOL_END,
@@ -111,9 +110,7 @@ class Runner:
 
     async def execute(self) -> RunRecord | None:
         run = self.run
-        if run.last_seq == 0:
-            await self._emit(START, {"session_id": run.session_id, "attempt": run.attempt})
-        else:
+        if run.resume or run.attempt > 1:
             reason = "RESUMED" if run.resume else "RETRIED"
             await self._emit(STATUS, {"state": RUNNING, "reason": reason})
         outcome = await self._drive()

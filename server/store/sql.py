@@ -17,6 +17,7 @@ from server.store.records import (
     PAUSED,
     QUEUED,
     RUNNING,
+    START,
     TERMINAL,
     EventRecord,
     NewRun,
@@ -79,7 +80,7 @@ class SqlStore:
             "state": QUEUED,
             "attempt": 1,
             "deadline": now + new.timeout_s,
-            "last_seq": 0,
+            "last_seq": 1,
             "cancel_requested": False,
             "created_at": now,
             "updated_at": now,
@@ -98,6 +99,11 @@ class SqlStore:
                 )
                 return _record(existing.one()), False
             await tx.conn.execute(self._session_upsert(new, now))
+            # START is stored with the run, so every run's log (even one cancelled while queued)
+            # begins with it and a stream can send it at once.
+            start = EventRecord(new.id, 1, START, {"session_id": new.session_id, "attempt": 1}, now)
+            await tx.conn.execute(insert(RUN_EVENT).values(**_event_values(start)))
+            tx.published.append(start)
             return _record(row), True
 
         return await self._writer.call(op)
