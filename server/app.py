@@ -8,12 +8,13 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+from agentrun.v1 import run_service_pb2, run_service_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agentrun.v1 import run_service_pb2, run_service_pb2_grpc
 from server.agents.registry import AgentRegistry
 from server.engine.engine import Engine
 from server.engine.hub import Hub
@@ -30,7 +31,7 @@ class RunningServer:
     port: int
     engine: Engine
     grpc_server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
 
 
 @contextlib.asynccontextmanager
@@ -43,10 +44,14 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
         engine = Engine(store, hub, agents, settings.engine)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         run_service_pb2_grpc.add_RunServiceServicer_to_server(RunService(engine), server)
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            [
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             server,
         )
         port = server.add_insecure_port(settings.listen)

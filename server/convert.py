@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentrun.v1 import run_pb2
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
-from agentrun.v1 import run_pb2
 from server.agents.base import AgentInfo, Media, Options, RunInput
 from server.engine.inputs import run_input_from_dict
 from server.store.records import EventRecord, RunRecord
 
-STATE = {name[10:]: value for name, value in run_pb2.RunState.items() if value}
-STATE_NAME = {value: name for name, value in STATE.items()}
-EVENT_TYPE = {name[11:]: value for name, value in run_pb2.EventType.items() if value}
+STATE: dict[str, Any] = {name[10:]: value for name, value in run_pb2.RunState.items() if value}
+STATE_NAME: dict[int, str] = {value: name for name, value in STATE.items()}
+EVENT_TYPE: dict[str, Any] = {name[11:]: value for name, value in run_pb2.EventType.items() if value}
 DECISION = {run_pb2.DECISION_APPROVE: "APPROVE", run_pb2.DECISION_REJECT: "REJECT"}
 DECISION_VALUE = {name: value for value, name in DECISION.items()}
 FORMAT_NAME = {run_pb2.RESPONSE_FORMAT_JSON: "json"}
@@ -52,7 +52,9 @@ def input_from_proto(message: run_pb2.RunInput) -> RunInput:
         ),
         generate_followups=message.generate_followups,
         response_format=FORMAT_NAME.get(message.response_format, "text"),
-        json_schema=json_format.MessageToDict(message.json_schema) if message.HasField("json_schema") else None,
+        json_schema=json_format.MessageToDict(message.json_schema)
+        if message.HasField("json_schema")
+        else None,
     )
 
 
@@ -70,7 +72,9 @@ def input_to_proto(data: dict[str, Any]) -> run_pb2.RunInput:
             system_prompt=o.system_prompt,
         ),
         generate_followups=value.generate_followups,
-        response_format=run_pb2.RESPONSE_FORMAT_JSON if value.response_format == "json" else run_pb2.RESPONSE_FORMAT_TEXT,
+        response_format=run_pb2.RESPONSE_FORMAT_JSON
+        if value.response_format == "json"
+        else run_pb2.RESPONSE_FORMAT_TEXT,
     )
     if value.json_schema is not None:
         message.json_schema.update(value.json_schema)
@@ -93,7 +97,9 @@ def _tool_call(call: dict[str, Any]) -> run_pb2.ToolCall:
 
 def _pending(action: dict[str, Any]) -> run_pb2.PendingAction:
     return run_pb2.PendingAction(
-        tool_call_id=action["tool_call_id"], tool_name=action["tool_name"], arguments_json=action["arguments_json"]
+        tool_call_id=action["tool_call_id"],
+        tool_name=action["tool_name"],
+        arguments_json=action["arguments_json"],
     )
 
 
@@ -154,7 +160,10 @@ def _fill_result(message: run_pb2.Run, result: dict[str, Any]) -> None:
 
 def event_to_proto(event: EventRecord) -> run_pb2.RunEvent:
     message = run_pb2.RunEvent(
-        run_id=event.run_id, seq=event.seq, type=EVENT_TYPE[event.type], create_time=timestamp(event.created_at)
+        run_id=event.run_id,
+        seq=event.seq,
+        type=EVENT_TYPE[event.type],
+        create_time=timestamp(event.created_at),
     )
     data = event.data
     match event.type:
@@ -167,7 +176,9 @@ def event_to_proto(event: EventRecord) -> run_pb2.RunEvent:
         case "PAUSED":
             message.pending_action.CopyFrom(_pending(data))
         case "STOP":
-            message.stop.CopyFrom(run_pb2.StopEvent(state=STATE[data["state"]], followups=data.get("followups", ())))
+            message.stop.CopyFrom(
+                run_pb2.StopEvent(state=STATE[data["state"]], followups=data.get("followups", ()))
+            )
         case "ERROR":
             message.error.CopyFrom(run_pb2.RunError(reason=data["reason"], message=data["message"]))
         case "STATUS":

@@ -63,7 +63,8 @@ class AgentrunError(Exception):
         if self.violations:
             bad = error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in self.violations
                 ]
             )
             details.append(_pack(bad))

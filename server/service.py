@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-
 from agentrun.v1 import run_service_pb2 as pb
 from agentrun.v1 import run_service_pb2_grpc
+
 from server import validation
 from server.convert import agent_to_proto, event_to_proto, run_to_proto
 from server.engine.engine import Engine
@@ -26,10 +26,11 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 async def _abort(context: Ctx, exc: Exception) -> None:
-    if isinstance(exc, AgentrunError):
-        await context.abort_with_status(exc.to_status())
-    log.exception("unexpected error in %s", type(exc).__name__, exc_info=exc)
-    await context.abort_with_status(Internal("internal error").to_status())
+    if not isinstance(exc, AgentrunError):
+        log.error("unexpected %s", type(exc).__name__, exc_info=exc)
+        exc = Internal("internal error")
+    status = exc.to_status()
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 def unary(
@@ -47,10 +48,10 @@ def unary(
 
 
 def streaming(
-    fn: Callable[[Any, Req, Ctx], AsyncIterator[Resp]],
-) -> Callable[[Any, Req, Ctx], AsyncIterator[Resp]]:
+    fn: Callable[[Any, Req, Ctx], AsyncGenerator[Resp, None]],
+) -> Callable[[Any, Req, Ctx], AsyncGenerator[Resp, None]]:
     @functools.wraps(fn)
-    async def handler(self: Any, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+    async def handler(self: Any, request: Req, context: Ctx) -> AsyncGenerator[Resp, None]:
         try:
             async with contextlib.aclosing(fn(self, request, context)) as responses:
                 async for response in responses:
@@ -73,7 +74,9 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         return pb.RunResponse(run=run_to_proto(run))
 
     @streaming
-    async def StreamRun(self, request: pb.StreamRunRequest, context: Ctx) -> AsyncIterator[pb.StreamRunResponse]:
+    async def StreamRun(
+        self, request: pb.StreamRunRequest, context: Ctx
+    ) -> AsyncGenerator[pb.StreamRunResponse, None]:
         if request.run_id:
             run = await self.engine.get(validation.run_ref(request.run_id))
             validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
@@ -123,7 +126,9 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         )
         runs, total = await self.engine.store.list_runs(flt, before_number=before, limit=size)
         token = validation.encode_token("n", runs[-1].number) if len(runs) == size else ""
-        return pb.ListRunsResponse(runs=[run_to_proto(r) for r in runs], next_page_token=token, total_size=total)
+        return pb.ListRunsResponse(
+            runs=[run_to_proto(r) for r in runs], next_page_token=token, total_size=total
+        )
 
     @unary
     async def Continue(self, request: pb.ContinueRequest, context: Ctx) -> pb.ContinueResponse:

@@ -26,7 +26,11 @@ class Settings:
 # flag / env suffix -> (settings attribute, type, help)
 _OPTIONS: dict[str, tuple[str, type, str]] = {
     "listen": ("listen", str, "gRPC listen address host:port (port 0 picks a free one)"),
-    "database-url": ("database_url", str, "SQLAlchemy URL: sqlite:///path.db, sqlite:///:memory:, postgresql://..."),
+    "database-url": (
+        "database_url",
+        str,
+        "SQLAlchemy URL: sqlite:///path.db, sqlite:///:memory:, postgresql://...",
+    ),
     "agents-file": ("agents_file", Path, "agents.yaml to load"),
     "shutdown-grace": ("shutdown_grace_s", float, "seconds running runs get to finish on SIGTERM"),
     "log-level": ("log_level", str, "DEBUG, INFO, WARNING, ERROR"),
@@ -35,7 +39,11 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     "sweep-interval": ("sweep_interval_s", float, "seconds between checks for expired leases and deadlines"),
     "poll-interval": ("poll_interval_s", float, "seconds between queue polls for runs submitted elsewhere"),
     "default-timeout": ("default_timeout_s", float, "run timeout in seconds when a request sets none"),
-    "cancel-grace": ("cancel_grace_s", float, "seconds a cancelled agent gets to stop before it is abandoned"),
+    "cancel-grace": (
+        "cancel_grace_s",
+        float,
+        "seconds a cancelled agent gets to stop before it is abandoned",
+    ),
 }
 _ENGINE_FIELDS = {f.name for f in fields(EngineSettings)}
 

@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Iterable
 
 from agentrun.v1 import run_pb2, run_service_pb2
+
 from server.convert import STATE_NAME, input_from_proto
 from server.engine.engine import Submission
 from server.engine.inputs import run_input_to_dict
@@ -41,13 +42,19 @@ def submission(req: run_service_pb2.RunRequest, prefix: str = "") -> Submission:
     v.check(bool(req.agent_id), f"{prefix}agent_id", "required")
     message = req.input.message
     v.check(bool(message.strip()), f"{prefix}input.message", "must not be empty")
-    v.check(len(message) <= MAX_MESSAGE_CHARS, f"{prefix}input.message", f"longer than {MAX_MESSAGE_CHARS} characters")
+    v.check(
+        len(message) <= MAX_MESSAGE_CHARS,
+        f"{prefix}input.message",
+        f"longer than {MAX_MESSAGE_CHARS} characters",
+    )
     for i, media in enumerate(req.input.media):
         v.check(bool(media.type), f"{prefix}input.media[{i}].type", "required (a MIME type)")
         v.check(bool(media.data), f"{prefix}input.media[{i}].data", "required (base64 or an http(s) URL)")
     options = req.input.options
     if options.HasField("temperature"):
-        v.check(0 <= options.temperature <= 2, f"{prefix}input.options.temperature", "must be between 0 and 2")
+        v.check(
+            0 <= options.temperature <= 2, f"{prefix}input.options.temperature", "must be between 0 and 2"
+        )
     if options.HasField("max_tokens"):
         v.check(options.max_tokens > 0, f"{prefix}input.options.max_tokens", "must be positive")
     v.check(
@@ -65,7 +72,9 @@ def submission(req: run_service_pb2.RunRequest, prefix: str = "") -> Submission:
     v.check(len(req.session_id) <= 128, f"{prefix}session_id", "longer than 128 characters")
     if req.webhook_url:
         v.check(
-            req.webhook_url.startswith(("http://", "https://")), f"{prefix}webhook_url", "must be an http(s) URL"
+            req.webhook_url.startswith(("http://", "https://")),
+            f"{prefix}webhook_url",
+            "must be an http(s) URL",
         )
     v.raise_if_any()
     return Submission(
@@ -139,7 +148,9 @@ def decode_token(token: str, kind: str, field: str = "page_token") -> int | None
 def decision(value: int) -> bool:
     """True for APPROVE, False for REJECT."""
     v = Violations()
-    v.check(value in (run_pb2.DECISION_APPROVE, run_pb2.DECISION_REJECT), "decision", "must be APPROVE or REJECT")
+    v.check(
+        value in (run_pb2.DECISION_APPROVE, run_pb2.DECISION_REJECT), "decision", "must be APPROVE or REJECT"
+    )
     v.raise_if_any()
     return value == run_pb2.DECISION_APPROVE
 

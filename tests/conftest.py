@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 import pytest
-
 from agentrun.v1 import run_pb2, run_service_pb2_grpc
 from agentrun.v1 import run_service_pb2 as pb
+
 from server.app import RunningServer, running
 from server.engine.engine import EngineSettings
 from server.settings import Settings

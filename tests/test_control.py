@@ -6,9 +6,9 @@ import asyncio
 
 import grpc
 import pytest
-
 from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
+
 from tests.conftest import Harness, Launcher
 from tests.test_runs import assert_well_formed, details
 
@@ -182,7 +182,9 @@ async def test_stream_of_a_paused_run_ends_and_resumes(h: Harness) -> None:
 
 
 async def test_timeout_fails_a_running_run(h: Harness) -> None:
-    request = pb.RunRequest(agent_id="slow", input=run_pb2.RunInput(message="tokens=100 delay_ms=20"), wait=True)
+    request = pb.RunRequest(
+        agent_id="slow", input=run_pb2.RunInput(message="tokens=100 delay_ms=20"), wait=True
+    )
     request.timeout.FromMilliseconds(300)
     run = (await h.stub.Run(request)).run
     assert run.state == S.Value("RUN_STATE_FAILED") and run.error.reason == "DEADLINE_EXCEEDED"

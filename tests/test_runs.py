@@ -6,11 +6,11 @@ import asyncio
 
 import grpc
 import pytest
+from agentrun.v1 import run_pb2
+from agentrun.v1 import run_service_pb2 as pb
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from agentrun.v1 import run_pb2
-from agentrun.v1 import run_service_pb2 as pb
 from tests.conftest import Harness
 
 COMPLETED = run_pb2.RUN_STATE_COMPLETED
@@ -18,7 +18,7 @@ T = run_pb2.EventType
 
 
 def details(error: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo, list[str]]:
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]  # AioRpcError has the same surface
     assert status is not None
     info, fields = error_details_pb2.ErrorInfo(), []
     for detail in status.details:
@@ -64,7 +64,12 @@ async def test_stream_orders_events(h: Harness) -> None:
     events = await h.events(run=request)
     assert_well_formed(events)
     types = [T.Name(e.type) for e in events]
-    assert types[:4] == ["EVENT_TYPE_START", "EVENT_TYPE_REASONING_DELTA", "EVENT_TYPE_TOOL_START", "EVENT_TYPE_TOOL_END"]
+    assert types[:4] == [
+        "EVENT_TYPE_START",
+        "EVENT_TYPE_REASONING_DELTA",
+        "EVENT_TYPE_TOOL_START",
+        "EVENT_TYPE_TOOL_END",
+    ]
     assert events[3].tool_call.result == "42"
     run = await h.get(events[0].run_id)
     assert run.tool_calls[0].name == "calculator" and run.tool_calls[0].result == "42"
@@ -116,7 +121,7 @@ async def test_list_runs_pages_and_filters(h: Harness) -> None:
     ("request_", "field"),
     [
         (pb.ListRunsRequest(page_token="garbage!"), "page_token"),
-        (pb.ListRunsRequest(states=[42]), "states"),
+        (pb.ListRunsRequest(states=[42]), "states"),  # type: ignore[list-item]
         (pb.ListRunsRequest(page_size=-1), "page_size"),
     ],
 )

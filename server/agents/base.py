@@ -8,7 +8,7 @@ agent's next await.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,9 +136,10 @@ class AgentInfo:
 
 
 class Agent(Protocol):
-    info: AgentInfo
+    @property
+    def info(self) -> AgentInfo: ...
 
-    def run(self, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
+    def run(self, ctx: AgentContext) -> AsyncGenerator[AgentEvent, None]:
         """Execute (or resume, when ctx.decision is set) and yield events; the last one is
         Finished or ApprovalRequired."""
         ...

@@ -8,7 +8,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ def _words(text: str) -> list[str]:
     return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
 
 
-async def _answer(text: str) -> AsyncIterator[AgentEvent]:
+async def _answer(text: str) -> AsyncGenerator[AgentEvent, None]:
     for word in _words(text):
         yield ContentDelta(word)
 
@@ -54,7 +54,7 @@ def _finish(ctx: AgentContext, output: str, usage: Usage | None = None) -> Finis
     return Finished(output=output, output_json=output_json, followups=_followups(ctx), usage=usage or Usage())
 
 
-async def _call_tool(call_id: str, name: str, args: dict[str, Any]) -> AsyncIterator[AgentEvent]:
+async def _call_tool(call_id: str, name: str, args: dict[str, Any]) -> AsyncGenerator[AgentEvent, None]:
     arguments = json.dumps(args)
     yield ToolStart(call_id, name, arguments)
     started = time.perf_counter()
@@ -71,7 +71,7 @@ class EchoAgent:
 
     info: AgentInfo
 
-    async def run(self, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
+    async def run(self, ctx: AgentContext) -> AsyncGenerator[AgentEvent, None]:
         yield ReasoningDelta(f"The user said {len(ctx.input.message)} characters; echoing them back.")
         async for event in _answer(ctx.input.message):
             yield event
@@ -84,7 +84,7 @@ class ToolsAgent:
 
     info: AgentInfo
 
-    async def run(self, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
+    async def run(self, ctx: AgentContext) -> AsyncGenerator[AgentEvent, None]:
         match = _MATH.search(ctx.input.message)
         expression = match.group().strip() if match else ""
         name, args = ("calculator", {"expression": expression}) if expression else ("clock", {})
@@ -106,7 +106,7 @@ class ApprovalAgent:
 
     info: AgentInfo
 
-    async def run(self, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
+    async def run(self, ctx: AgentContext) -> AsyncGenerator[AgentEvent, None]:
         call_id = f"{ctx.run_id}-email"
         args = {"to": "team@example.com", "subject": ctx.input.message[:60], "body": ctx.input.message}
         if ctx.decision is None:
@@ -139,7 +139,7 @@ class SlowAgent:
         found = dict(re.findall(r"(tokens|delay_ms)=(\d+(?:\.\d+)?)", message))
         return int(found.get("tokens", self.tokens)), float(found.get("delay_ms", self.delay_ms))
 
-    async def run(self, ctx: AgentContext) -> AsyncIterator[AgentEvent]:
+    async def run(self, ctx: AgentContext) -> AsyncGenerator[AgentEvent, None]:
         tokens, delay_ms = self._params(ctx.input.message)
         for i in range(tokens):
             if delay_ms > 0:

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +130,9 @@ class Engine:
     def agent(self, agent_id: str) -> Agent:
         agent = self.agents.get(agent_id)
         if agent is None:
-            raise NotFound(f"agent {agent_id!r} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id})
+            raise NotFound(
+                f"agent {agent_id!r} not found", reason="AGENT_NOT_FOUND", metadata={"agent_id": agent_id}
+            )
         return agent
 
     async def get(self, ref: str) -> RunRecord:
@@ -139,7 +141,7 @@ class Engine:
             raise NotFound(f"run {ref!r} not found", reason="RUN_NOT_FOUND", metadata={"run_id": ref})
         return run
 
-    def events(self, run: RunRecord, after_seq: int) -> AsyncIterator[EventRecord]:
+    def events(self, run: RunRecord, after_seq: int) -> AsyncGenerator[EventRecord, None]:
         """Stored events after `after_seq`, then live ones, until the run ends or pauses."""
         return follow(self.store, self.hub, run.id, after_seq, poll_s=self.settings.poll_interval_s)
 
@@ -180,7 +182,9 @@ class Engine:
         if local is None:
             # Another process holds the lease: flag it; that worker sees the flag when it renews.
             await self.store.request_cancel(run.id)
-            await self._wait_until(run, lambda r: r.state != RUNNING, self.settings.lease_s + self.settings.sweep_interval_s)
+            await self._wait_until(
+                run, lambda r: r.state != RUNNING, self.settings.lease_s + self.settings.sweep_interval_s
+            )
             return
         runner, task = local
         if not runner.finalizing and runner.stop_reason is None:
@@ -188,7 +192,11 @@ class Engine:
             task.cancel()
         finished, _ = await asyncio.wait([task], timeout=self.settings.cancel_grace_s)
         if not finished:
-            log.warning("run %s: agent ignored cancellation for %ss; abandoning it", run.id, self.settings.cancel_grace_s)
+            log.warning(
+                "run %s: agent ignored cancellation for %ss; abandoning it",
+                run.id,
+                self.settings.cancel_grace_s,
+            )
             await self.store.transition(run.id, outcome, states=[RUNNING])
 
     async def _wait_until(self, run: RunRecord, done: Any, timeout: float) -> None:
@@ -200,7 +208,9 @@ class Engine:
                             break
                     run = await self.get(run.id)
 
-    async def decide(self, ref: str, tool_call_id: str, approve: bool, reason: str, user_id: str) -> RunRecord:
+    async def decide(
+        self, ref: str, tool_call_id: str, approve: bool, reason: str, user_id: str
+    ) -> RunRecord:
         """Record a decision on a PAUSED run's pending tool call and queue the run to go on."""
         run = await self.get(ref)
         pending = run.pending_action or {}
@@ -256,7 +266,7 @@ class Engine:
                 except Exception:
                     log.exception("claiming runs failed")
             for run in claimed:
-                self._launch(run)
+                await self._launch(run)
             if free > 0 and len(claimed) == free:
                 continue
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races a wake-up.
@@ -264,10 +274,10 @@ class Engine:
                 async with asyncio.timeout(self.settings.poll_interval_s):
                     await self._wake.wait()
 
-    def _launch(self, run: RunRecord) -> None:
+    async def _launch(self, run: RunRecord) -> None:
         agent = self.agents.get(run.agent_id)
-        if agent is None:
-            asyncio.create_task(self._fail_claimed(run, "AGENT_NOT_FOUND", f"agent {run.agent_id!r} is not configured"))
+        if agent is None:  # queued by a server with another agents.yaml
+            await self._fail_claimed(run, "AGENT_NOT_FOUND", f"agent {run.agent_id!r} is not configured here")
             return
         runner = Runner(self.store, self.owner, agent, run)
         task = asyncio.create_task(self._execute(runner), name=f"run-{run.id}")
@@ -285,7 +295,9 @@ class Engine:
 
     async def _fail_claimed(self, run: RunRecord, reason: str, message: str) -> None:
         outcome = _failure(reason, message)
-        await self.store.transition(run.id, outcome, states=[RUNNING], where=[RUN.c.lease_owner == self.owner])
+        await self.store.transition(
+            run.id, outcome, states=[RUNNING], where=[RUN.c.lease_owner == self.owner]
+        )
 
     async def _renew(self) -> None:
         while True:
@@ -316,10 +328,14 @@ class Engine:
                 continue  # its own timeout ends it
             if run.state == RUNNING and run.lease_expires_at is not None and run.lease_expires_at < now:
                 outcome = _failure("WORKER_LOST", "the worker executing the run stopped responding")
-                await self.store.transition(run.id, outcome, states=[RUNNING], where=[RUN.c.lease_expires_at < now])
+                await self.store.transition(
+                    run.id, outcome, states=[RUNNING], where=[RUN.c.lease_expires_at < now]
+                )
             elif run.deadline < now and run.state in (QUEUED, PAUSED):
                 outcome = _failure("DEADLINE_EXCEEDED", f"run exceeded its timeout of {run.timeout_s:g}s")
-                await self.store.transition(run.id, outcome, states=[QUEUED, PAUSED], where=[RUN.c.deadline < now])
+                await self.store.transition(
+                    run.id, outcome, states=[QUEUED, PAUSED], where=[RUN.c.deadline < now]
+                )
 
 
 def _failure(reason: str, message: str) -> Outcome:
@@ -333,4 +349,4 @@ def _failure(reason: str, message: str) -> Outcome:
     )
 
 
-__all__ = ["TERMINAL", "Engine", "EngineSettings", "Submission", "PAUSED_EVENT"]
+__all__ = ["PAUSED_EVENT", "TERMINAL", "Engine", "EngineSettings", "Submission"]

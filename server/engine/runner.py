@@ -26,8 +26,8 @@ from server.agents.base import (
 from server.engine.inputs import run_input_from_dict
 from server.store.records import (
     CANCELLED,
-    CONTENT_DELTA,
     COMPLETED,
+    CONTENT_DELTA,
     ERROR,
     FAILED,
     PAUSED,
@@ -189,7 +189,9 @@ class Runner:
             t.open_calls[event.tool_call_id] = call
             await self._emit(TOOL_START, dict(call))
         elif isinstance(event, ToolEnd):
-            await self._end_call(event.tool_call_id, event.name, event.result, event.duration_ms, event.is_error)
+            await self._end_call(
+                event.tool_call_id, event.name, event.result, event.duration_ms, event.is_error
+            )
 
     async def _end_call(self, call_id: str, name: str, result: str, duration_ms: int, is_error: bool) -> None:
         t = self._transcript

@@ -4,7 +4,7 @@ while (events written by another process)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from server.engine.hub import Hub, Subscription
 from server.store.records import PAUSED, PAUSED_EVENT, TERMINAL, EventRecord
@@ -15,7 +15,7 @@ PAGE = 500
 
 async def follow(
     store: SqlStore, hub: Hub, run_id: str, after_seq: int, *, poll_s: float
-) -> AsyncIterator[EventRecord]:
+) -> AsyncGenerator[EventRecord, None]:
     """Yield events with seq > after_seq until a STOP/ERROR event, or a PAUSED event that is the
     latest one (the stream of a paused run ends; re-attach after Continue)."""
     cursor = after_seq
@@ -32,7 +32,7 @@ async def follow(
                 if len(page) < PAGE:
                     break
             run = await store.get_run(run_id)
-            if run is None or (run.state in TERMINAL or run.state == PAUSED) and cursor >= run.last_seq:
+            if run is None or ((run.state in TERMINAL or run.state == PAUSED) and cursor >= run.last_seq):
                 return
             async for event in _tail(live, cursor, poll_s):
                 yield event
@@ -41,7 +41,7 @@ async def follow(
                     return
 
 
-async def _tail(live: Subscription, cursor: int, poll_s: float) -> AsyncIterator[EventRecord]:
+async def _tail(live: Subscription, cursor: int, poll_s: float) -> AsyncGenerator[EventRecord, None]:
     """Live events in seq order; stops on a timeout, a lag, a gap or a PAUSED event (the caller
     re-reads the store, which also tells whether the run is still paused)."""
     while True:

@@ -125,16 +125,14 @@ def create_engines(url: str) -> Engines:
 
 def insert_ignore(table: Table, engine: AsyncEngine, conflict: list[str]) -> Any:
     """INSERT that does nothing when `conflict` columns collide (idempotency keys)."""
-    factory: Callable[[Table], Any] = (
-        sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert  # type: ignore[assignment]
-    )
+    factory: Callable[[Table], Any] = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
     return factory(table).on_conflict_do_nothing(index_elements=conflict)
 
 
-def upsert_counter(table: Table, engine: AsyncEngine, values: dict[str, Any], increments: dict[str, Any]) -> Any:
+def upsert_counter(
+    table: Table, engine: AsyncEngine, values: dict[str, Any], increments: dict[str, Any]
+) -> Any:
     """INSERT `values`, or on a primary-key collision apply `increments` (column -> expression)."""
-    factory: Callable[[Table], Any] = (
-        sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert  # type: ignore[assignment]
-    )
+    factory: Callable[[Table], Any] = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
     keys = [c.name for c in table.primary_key.columns]
     return factory(table).values(**values).on_conflict_do_update(index_elements=keys, set_=increments)

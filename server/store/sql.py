@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.store import dialect
+from server.store.migrations import migrate
 from server.store.records import (
     PAUSED,
     QUEUED,
@@ -26,7 +26,6 @@ from server.store.records import (
     RunRecord,
 )
 from server.store.tables import RUN, RUN_EVENT, SESSION
-from server.store.migrations import migrate
 from server.store.writer import Tx, Writer
 
 Publish = Callable[[list[EventRecord]], None]
@@ -42,7 +41,8 @@ def _event(row: Row[Any]) -> EventRecord:
 
 def _ref(ref: str) -> ColumnElement[bool]:
     """A run is named by its id or by its integer number."""
-    return RUN.c.number == int(ref) if ref.isdigit() else RUN.c.id == ref
+    column: ColumnElement[bool] = RUN.c.number == int(ref) if ref.isdigit() else RUN.c.id == ref
+    return column
 
 
 class SqlStore:
@@ -95,7 +95,9 @@ class SqlStore:
             row = (await tx.conn.execute(stmt.values(**values).returning(*RUN.c))).first()
             if row is None:
                 existing = await tx.conn.execute(
-                    select(RUN).where(RUN.c.org_id == new.org_id, RUN.c.idempotency_key == new.idempotency_key)
+                    select(RUN).where(
+                        RUN.c.org_id == new.org_id, RUN.c.idempotency_key == new.idempotency_key
+                    )
                 )
                 return _record(existing.one()), False
             await tx.conn.execute(self._session_upsert(new, now))
@@ -333,7 +335,9 @@ class SqlStore:
         async with self._engines.reader() as conn:
             rows = await conn.execute(page.order_by(RUN.c.number.desc()).limit(limit))
             records = [_record(r) for r in rows]
-            total = (await conn.execute(select(func.count()).select_from(RUN).where(*conditions))).scalar_one()
+            total = (
+                await conn.execute(select(func.count()).select_from(RUN).where(*conditions))
+            ).scalar_one()
         return records, int(total)
 
     async def list_events(self, run_id: str, after_seq: int, limit: int) -> list[EventRecord]:
@@ -361,7 +365,11 @@ def _filter_conditions(flt: RunFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if flt.org_id is not None:
         conditions.append(RUN.c.org_id == flt.org_id)
-    for column, value in ((RUN.c.agent_id, flt.agent_id), (RUN.c.session_id, flt.session_id), (RUN.c.user_id, flt.user_id)):
+    for column, value in (
+        (RUN.c.agent_id, flt.agent_id),
+        (RUN.c.session_id, flt.session_id),
+        (RUN.c.user_id, flt.user_id),
+    ):
         if value:
             conditions.append(column == value)
     if flt.states:

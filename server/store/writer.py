@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -117,7 +118,9 @@ class Writer:
         else:
             op.future.set_exception(exc)
 
-    async def _run_batch(self, conn: AsyncConnection, batch: list[_Op]) -> tuple[list[Any], list[EventRecord]]:
+    async def _run_batch(
+        self, conn: AsyncConnection, batch: list[_Op]
+    ) -> tuple[list[Any], list[EventRecord]]:
         results: list[Any] = []
         async with _transaction(conn):
             tx = Tx(conn)
@@ -169,7 +172,7 @@ async def _advance(
 ) -> bool:
     if not events:
         return True
-    contiguous = all(b.seq == a.seq + 1 for a, b in zip(events, events[1:], strict=False))
+    contiguous = all(b.seq == a.seq + 1 for a, b in itertools.pairwise(events))
     if len(owners) != 1 or not contiguous:
         return False
     result = await conn.execute(
