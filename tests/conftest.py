@@ -24,7 +24,6 @@ def test_settings(database_url: str, **engine: Any) -> Settings:
     return Settings(
         listen="127.0.0.1:0",
         database_url=database_url,
-        agents_file=Path("/tmp/plain_agents.yaml"),
         shutdown_grace_s=1.0,
         log_level="WARNING",
         engine=dataclasses.replace(FAST, **engine),
