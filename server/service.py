@@ -68,9 +68,11 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
 
     @unary
     async def Run(self, request: pb.RunRequest, context: Ctx) -> pb.RunResponse:
-        run, _ = await self.engine.submit(validation.submission(request))
+        submission = validation.submission(request)
         if request.wait:
-            run = await self.engine.wait(run)
+            run = await self.engine.submit_and_wait(submission)
+        else:
+            run, _ = await self.engine.submit(submission)
         return pb.RunResponse(run=run_to_proto(run))
 
     @streaming
@@ -80,11 +82,10 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         if request.run_id:
             run = await self.engine.get(validation.run_ref(request.run_id))
             validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
-            after = request.after_seq
+            events = self.engine.events(run, request.after_seq)
         else:
-            run, _ = await self.engine.submit(validation.submission(request.run, prefix="run."))
-            after = 0
-        async with contextlib.aclosing(self.engine.events(run, after)) as events:
+            events = self.engine.submit_and_follow(validation.submission(request.run, prefix="run."))
+        async with contextlib.aclosing(events):
             async for event in events:
                 yield pb.StreamRunResponse(event=event_to_proto(event))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from server.agents.base import Agent
 from server.agents.registry import AgentRegistry
-from server.engine.hub import Hub
+from server.engine.hub import Hub, Subscription
 from server.engine.runner import Runner
 from server.engine.streams import follow
 from server.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -33,7 +33,6 @@ from server.store.records import (
     RunRecord,
 )
 from server.store.sql import SqlStore
-from server.store.tables import RUN
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,10 @@ class Engine:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._accepting = True
+        self._poll_s = settings.poll_interval_s
+        # True when the last claim may have left runs in the queue: a finished run then wakes the
+        # dispatcher at once instead of at the next poll.
+        self._backlog = False
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -97,12 +100,12 @@ class Engine:
 
     # ---- admission ----------------------------------------------------------------------
 
-    async def submit(self, sub: Submission) -> tuple[RunRecord, bool]:
+    async def submit(self, sub: Submission, run_id: str = "") -> tuple[RunRecord, bool]:
         """Store a QUEUED run (committed before this returns). An idempotency key already used for the
         same request returns that run; for another request it is ALREADY_EXISTS."""
         self.agent(sub.agent_id)
         new = NewRun(
-            id=str(uuid.uuid4()),
+            id=run_id or str(uuid.uuid4()),
             agent_id=sub.agent_id,
             org_id=sub.org_id,
             user_id=sub.user_id,
@@ -141,17 +144,57 @@ class Engine:
             raise NotFound(f"run {ref!r} not found", reason="RUN_NOT_FOUND", metadata={"run_id": ref})
         return run
 
-    def events(self, run: RunRecord, after_seq: int) -> AsyncGenerator[EventRecord, None]:
+    async def events(self, run: RunRecord, after_seq: int) -> AsyncGenerator[EventRecord, None]:
         """Stored events after `after_seq`, then live ones, until the run ends or pauses."""
-        return follow(self.store, self.hub, run.id, after_seq, poll_s=self.settings.poll_interval_s)
+        with self.hub.subscribe(run.id) as live:
+            async with contextlib.aclosing(
+                follow(self.store, live, after_seq, poll_s=self._poll_s)
+            ) as events:
+                async for event in events:
+                    yield event
+
+    async def submit_and_follow(self, sub: Submission) -> AsyncGenerator[EventRecord, None]:
+        """Submit, then stream the run's events from START (subscribed before the run exists, so
+        nothing needs to be read back)."""
+        run_id = str(uuid.uuid4())
+        with self.hub.subscribe(run_id) as live:
+            run, created = await self.submit(sub, run_id)
+            if created:
+                stream = follow(self.store, live, 0, poll_s=self._poll_s, replay=False)
+                async with contextlib.aclosing(stream) as events:
+                    async for event in events:
+                        yield event
+                return
+        async with contextlib.aclosing(self.events(run, 0)) as events:  # idempotent replay
+            async for event in events:
+                yield event
+
+    async def submit_and_wait(self, sub: Submission) -> RunRecord:
+        """Submit, then return the run once it is terminal or PAUSED."""
+        run_id = str(uuid.uuid4())
+        with self.hub.subscribe(run_id) as live:
+            run, created = await self.submit(sub, run_id)
+            if created:
+                return await self._settle(live, run)
+        return await self.wait(run)
 
     async def wait(self, run: RunRecord) -> RunRecord:
         """Return the run once it is terminal or PAUSED."""
+        if run.state not in (QUEUED, RUNNING):
+            return run
+        with self.hub.subscribe(run.id) as live:
+            return await self._settle(live, await self.get(run.id))
+
+    async def _settle(self, live: Subscription, run: RunRecord) -> RunRecord:
         while run.state in (QUEUED, RUNNING):
-            async with contextlib.aclosing(self.events(run, run.last_seq)) as stream:
-                async for _ in stream:
-                    pass
-            run = await self.get(run.id)
+            batch = await live.get(self._poll_s)
+            if batch is None or live.lagged:  # quiet (another process runs it) or fell behind
+                live.reset()
+                run = await self.get(run.id)
+                continue
+            for event in batch:
+                if event.run is not None:
+                    run = event.run
         return run
 
     # ---- cancel, continue, delete -------------------------------------------------------
@@ -165,7 +208,6 @@ class Engine:
             {"reason": "CANCELLED", "message": message},
             error_reason="CANCELLED",
             error_message=message,
-            extra={"pending_action": None, "resume": None},
         )
         while not run.terminal:
             if run.state in (QUEUED, PAUSED):
@@ -202,11 +244,11 @@ class Engine:
     async def _wait_until(self, run: RunRecord, done: Any, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while not done(run):
-                    async with contextlib.aclosing(self.events(run, run.last_seq)) as stream:
-                        async for _ in stream:
-                            break
-                    run = await self.get(run.id)
+                with self.hub.subscribe(run.id) as live:
+                    while not done(run):
+                        await live.get(self._poll_s)
+                        live.reset()
+                        run = await self.get(run.id)
 
     async def decide(
         self, ref: str, tool_call_id: str, approve: bool, reason: str, user_id: str
@@ -265,6 +307,7 @@ class Engine:
                     claimed = await self.store.claim(self.owner, free, self.settings.lease_s)
                 except Exception:
                     log.exception("claiming runs failed")
+            self._backlog = free <= 0 or len(claimed) == free
             for run in claimed:
                 await self._launch(run)
             if free > 0 and len(claimed) == free:
@@ -291,13 +334,12 @@ class Engine:
             await self._fail_claimed(runner.run, "INTERNAL", "the run failed inside the server")
         finally:
             self._runners.pop(runner.run.id, None)
-            self._wake.set()
+            if self._backlog:
+                self._wake.set()
 
     async def _fail_claimed(self, run: RunRecord, reason: str, message: str) -> None:
         outcome = _failure(reason, message)
-        await self.store.transition(
-            run.id, outcome, states=[RUNNING], where=[RUN.c.lease_owner == self.owner]
-        )
+        await self.store.transition(run.id, outcome, states=[RUNNING], owner=self.owner)
 
     async def _renew(self) -> None:
         while True:
@@ -328,14 +370,10 @@ class Engine:
                 continue  # its own timeout ends it
             if run.state == RUNNING and run.lease_expires_at is not None and run.lease_expires_at < now:
                 outcome = _failure("WORKER_LOST", "the worker executing the run stopped responding")
-                await self.store.transition(
-                    run.id, outcome, states=[RUNNING], where=[RUN.c.lease_expires_at < now]
-                )
+                await self.store.transition(run.id, outcome, states=[RUNNING], lease_before=now)
             elif run.deadline < now and run.state in (QUEUED, PAUSED):
                 outcome = _failure("DEADLINE_EXCEEDED", f"run exceeded its timeout of {run.timeout_s:g}s")
-                await self.store.transition(
-                    run.id, outcome, states=[QUEUED, PAUSED], where=[RUN.c.deadline < now]
-                )
+                await self.store.transition(run.id, outcome, states=[QUEUED, PAUSED], deadline_before=now)
 
 
 def _failure(reason: str, message: str) -> Outcome:
@@ -345,7 +383,6 @@ def _failure(reason: str, message: str) -> Outcome:
         {"reason": reason, "message": message},
         error_reason=reason,
         error_message=message,
-        extra={"pending_action": None, "resume": None},
     )
 
 

@@ -44,7 +44,6 @@ from server.store.records import (
     RunRecord,
 )
 from server.store.sql import SqlStore
-from server.store.tables import RUN
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,6 @@ class Runner:
         self.stop_message = ""
         self.finalizing = False
         self._seq = run.last_seq
-        self._stored: asyncio.Future[bool] | None = None
         self._transcript = Transcript.resume(run.result)
         self._started = time.perf_counter()
 
@@ -115,11 +113,17 @@ class Runner:
             await self._emit(STATUS, {"state": RUNNING, "reason": reason})
         outcome = await self._drive()
         self.finalizing = True
-        if self._stored is not None and not await self._stored:
-            log.warning("run %s: lost its lease or an event write; not finalizing", run.id)
-            return None
-        where = [RUN.c.lease_owner == self.owner]
-        return await self.store.transition(run.id, outcome, states=[RUNNING], where=where)
+        # Queued right behind the run's last events (same group commit): the seq condition makes it
+        # apply only if every one of them was stored.
+        record = await self.store.transition(
+            run.id, outcome, states=[RUNNING], owner=self.owner, seq=self._seq
+        )
+        if record is None:
+            lost = self._failed("EVENTS_LOST", "some of the run's events could not be stored")
+            record = await self.store.transition(run.id, lost, states=[RUNNING], owner=self.owner)
+        if record is None:
+            log.warning("run %s: this worker lost its lease; another one ended the run", run.id)
+        return record
 
     async def _drive(self) -> Outcome:
         try:
@@ -209,7 +213,7 @@ class Runner:
     async def _emit(self, type_: str, data: dict[str, Any]) -> None:
         self._seq += 1
         event = EventRecord(self.run.id, self._seq, type_, data, time.time())
-        self._stored = await self.store.append(self.run.id, self.owner, [event])
+        await self.store.append(self.run.id, self.owner, [event])
 
     def _elapsed_ms(self) -> int:
         return int((time.perf_counter() - self._started) * 1000)
@@ -230,7 +234,6 @@ class Runner:
                 result=t.result(),
                 pending_action=pending,
                 agent_state=event.state,
-                extra={"lease_owner": None, "lease_expires_at": None, "resume": None},
             )
         u = event.usage
         t.add_usage(
@@ -249,7 +252,6 @@ class Runner:
             STOP,
             {"state": COMPLETED, "followups": list(event.followups)},
             result=result,
-            extra={"pending_action": None, "resume": None},
         )
 
     def _failed(self, reason: str, message: str) -> Outcome:
@@ -267,7 +269,6 @@ class Runner:
             result=self._transcript.result(),
             error_reason=reason,
             error_message=message,
-            extra={"pending_action": None, "resume": None},
         )
 
     def _released(self) -> Outcome:
@@ -275,5 +276,5 @@ class Runner:
             QUEUED,
             STATUS,
             {"state": QUEUED, "reason": "RELEASED"},
-            extra={"lease_owner": None, "lease_expires_at": None, "attempt": RUN.c.attempt + 1},
+            release=True,
         )

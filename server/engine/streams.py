@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-from server.engine.hub import Hub, Subscription
+from server.engine.hub import Subscription
 from server.store.records import PAUSED, PAUSED_EVENT, TERMINAL, EventRecord
 from server.store.sql import SqlStore
 
@@ -14,15 +14,18 @@ PAGE = 500
 
 
 async def follow(
-    store: SqlStore, hub: Hub, run_id: str, after_seq: int, *, poll_s: float
+    store: SqlStore, live: Subscription, after_seq: int, *, poll_s: float, replay: bool = True
 ) -> AsyncGenerator[EventRecord, None]:
-    """Yield events with seq > after_seq until a STOP/ERROR event, or a PAUSED event that is the
-    latest one (the stream of a paused run ends; re-attach after Continue)."""
+    """Yield the run's events with seq > after_seq until a STOP/ERROR event, or a PAUSED event that
+    is the latest one (the stream of a paused run ends; re-attach after Continue). `live` must have
+    been subscribed before the store is read; `replay=False` skips the first read when it was
+    subscribed before the run existed."""
     cursor = after_seq
-    with hub.subscribe(run_id) as live:
-        while True:
+    run_id = live.run_id
+    while True:
+        if replay:
             live.reset()
-            while True:  # replay what is committed
+            while True:  # what is committed
                 page = await store.list_events(run_id, cursor, PAGE)
                 for event in page:
                     yield event
@@ -34,11 +37,12 @@ async def follow(
             run = await store.get_run(run_id)
             if run is None or ((run.state in TERMINAL or run.state == PAUSED) and cursor >= run.last_seq):
                 return
-            async for event in _tail(live, cursor, poll_s):
-                yield event
-                cursor = event.seq
-                if event.final:
-                    return
+        replay = True
+        async for event in _tail(live, cursor, poll_s):
+            yield event
+            cursor = event.seq
+            if event.final:
+                return
 
 
 async def _tail(live: Subscription, cursor: int, poll_s: float) -> AsyncGenerator[EventRecord, None]:

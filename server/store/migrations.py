@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Connection, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Connection, Engine, select
 from sqlmodel import SQLModel
 
 from server.store.tables import SCHEMA_VERSION
@@ -28,6 +27,6 @@ def _apply(conn: Connection) -> None:
             conn.execute(SCHEMA_VERSION.insert().values(version=number, applied_at=time.time()))
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(_apply)
+def migrate(engine: Engine) -> None:
+    with engine.begin() as conn:
+        _apply(conn)

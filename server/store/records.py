@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 QUEUED, RUNNING, PAUSED = "QUEUED", "RUNNING", "PAUSED"
@@ -62,6 +62,9 @@ class EventRecord:
     type: str
     data: dict[str, Any]
     created_at: float
+    # Not stored: on the event of a state change, the run as that change left it (lets waiters in
+    # this process skip a read).
+    run: RunRecord | None = None
 
     @property
     def final(self) -> bool:
@@ -98,7 +101,8 @@ class RunFilter:
 
 @dataclass(slots=True)
 class Outcome:
-    """How a run ends or pauses, written in one conditional transaction with its last event."""
+    """How a run ends, pauses or goes back to the queue, written in one conditional transaction with
+    its event. result, error_* and agent_state keep their stored value when None."""
 
     state: str
     event_type: str
@@ -106,6 +110,8 @@ class Outcome:
     result: dict[str, Any] | None = None
     error_reason: str | None = None
     error_message: str | None = None
+    # Set as given (None clears it): an action is pending only while PAUSED.
     pending_action: dict[str, Any] | None = None
     agent_state: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Back to the queue for another attempt (attempt + 1).
+    release: bool = False

@@ -10,7 +10,8 @@ from sqlmodel import Field, SQLModel
 
 
 def _json(nullable: bool = True) -> Any:
-    return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+    # none_as_null: Python None is SQL NULL, not the JSON text 'null' (COALESCE relies on it).
+    return Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=nullable))
 
 
 class RunRow(SQLModel, table=True):

@@ -1,6 +1,6 @@
-"""The single writer: one task owns the write connection and commits whatever is queued in one
-transaction (group commit). Event appends of many runs share a transaction; a batch that fails is
-retried op by op so one bad op cannot take the others down with it."""
+"""The single writer: one thread owns the write connection and commits whatever is queued in one
+transaction (group commit), one thread hop per batch. Event appends of many runs share a
+transaction; a batch that fails is retried op by op so one bad op cannot take the others down."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Engine, and_, insert, update
 
 from server.store.records import RUNNING, EventRecord
 from server.store.tables import RUN, RUN_EVENT
@@ -29,7 +29,7 @@ class Tx:
     """What a write op sees: the connection of the open transaction and a list of events to
     publish once that transaction commits."""
 
-    conn: AsyncConnection
+    conn: Connection
     published: list[EventRecord] = field(default_factory=list)
 
 
@@ -43,8 +43,13 @@ class _Append:
 
 @dataclass(slots=True)
 class _Call:
-    fn: Callable[[Tx], Awaitable[Any]]
+    fn: Callable[[Tx], Any]
     future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Failed:
+    error: Exception
 
 
 _Op = _Append | _Call
@@ -52,17 +57,17 @@ _Op = _Append | _Call
 
 class Writer:
     def __init__(
-        self,
-        connect: Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]],
-        on_commit: Callable[[list[EventRecord]], None],
-        max_queue: int = 20_000,
+        self, engine: Engine, on_commit: Callable[[list[EventRecord]], None], max_queue: int = 20_000
     ) -> None:
-        self._connect = connect
+        self._engine = engine
         self._on_commit = on_commit
         self._queue: asyncio.Queue[_Op] = asyncio.Queue(max_queue)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self._conn = await self._in_thread(self._engine.connect)
         self._task = asyncio.create_task(self._loop(), name="store-writer")
 
     async def stop(self) -> None:
@@ -70,13 +75,32 @@ class Writer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+        if self._conn is not None:
+            await self._in_thread(self._conn.close)
+        self._thread.shutdown(wait=True)
 
-    async def call(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run `fn` in the next group transaction; returns once that transaction committed."""
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def call(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in the writer thread inside the next group transaction; returns once that
+        transaction committed."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Call(fn, future))
         return await future
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` on the writer's connection outside any transaction (in-memory databases)."""
+        conn = self._conn
+        assert conn is not None
+
+        def run() -> T:
+            try:
+                return fn(conn)
+            finally:
+                conn.rollback()  # end the transaction the read began, so the next batch can begin
+
+        return await self._in_thread(run)
 
     async def append(self, run_id: str, owner: str, events: list[EventRecord]) -> asyncio.Future[bool]:
         """Queue events of a RUNNING run leased by `owner`. The future says whether they were stored:
@@ -86,63 +110,56 @@ class Writer:
         return future
 
     async def _loop(self) -> None:
-        async with self._connect() as conn:
-            while True:
-                batch = [await self._queue.get()]
-                while len(batch) < MAX_BATCH and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                await self._commit(conn, batch)
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            outcomes, published = await self._in_thread(self._commit, batch)
+            self._on_commit(published)
+            for op, outcome in zip(batch, outcomes, strict=True):
+                if op.future.done():
+                    continue
+                if isinstance(outcome, _Failed):
+                    op.future.set_exception(outcome.error)
+                else:
+                    op.future.set_result(outcome)
 
-    async def _commit(self, conn: AsyncConnection, batch: list[_Op]) -> None:
+    # ---- in the writer thread -----------------------------------------------------------
+
+    def _commit(self, batch: list[_Op]) -> tuple[list[Any], list[EventRecord]]:
+        assert self._conn is not None
         try:
-            results, published = await self._run_batch(conn, batch)
+            with self._conn.begin():
+                tx = Tx(self._conn)
+                return self._run(tx, batch), tx.published
         except Exception as exc:
             if len(batch) == 1:
-                self._fail(batch[0], exc)
-                return
+                log.error("store write failed", exc_info=exc)
+                return [False if isinstance(batch[0], _Append) else _Failed(exc)], []
             log.warning("group commit of %d ops failed; retrying one by one", len(batch), exc_info=True)
-            for op in batch:
-                await self._commit(conn, [op])
-            return
-        self._on_commit(published)
-        for op, result in zip(batch, results, strict=True):
-            if not op.future.done():
-                op.future.set_result(result)
+        outcomes: list[Any] = []
+        published: list[EventRecord] = []
+        for op in batch:
+            done, events = self._commit([op])
+            outcomes += done
+            published += events
+        return outcomes, published
 
-    def _fail(self, op: _Op, exc: Exception) -> None:
-        log.error("store write failed", exc_info=exc)
-        if op.future.done():
-            return
-        if isinstance(op, _Append):
-            op.future.set_result(False)
-        else:
-            op.future.set_exception(exc)
-
-    async def _run_batch(
-        self, conn: AsyncConnection, batch: list[_Op]
-    ) -> tuple[list[Any], list[EventRecord]]:
+    def _run(self, tx: Tx, batch: list[_Op]) -> list[Any]:
         results: list[Any] = []
-        async with _transaction(conn):
-            tx = Tx(conn)
-            pending: list[_Append] = []
-            for op in batch:
-                if isinstance(op, _Append):
-                    pending.append(op)
-                    continue
-                results.extend(await _store_appends(tx, pending))
-                pending = []
-                results.append(await op.fn(tx))
-            results.extend(await _store_appends(tx, pending))
-        return results, tx.published
+        pending: list[_Append] = []
+        for op in batch:
+            if isinstance(op, _Append):
+                pending.append(op)
+                continue
+            results += _store_appends(tx, pending)
+            pending = []
+            results.append(op.fn(tx))
+        results += _store_appends(tx, pending)
+        return results
 
 
-@contextlib.asynccontextmanager
-async def _transaction(conn: AsyncConnection) -> AsyncIterator[None]:
-    async with conn.begin():
-        yield
-
-
-async def _store_appends(tx: Tx, appends: list[_Append]) -> list[bool]:
+def _store_appends(tx: Tx, appends: list[_Append]) -> list[bool]:
     """Store consecutive appends: per run one conditional UPDATE that checks the lease and that the
     first new seq follows the stored last_seq, then one multi-row INSERT for all accepted events."""
     if not appends:
@@ -155,7 +172,7 @@ async def _store_appends(tx: Tx, appends: list[_Append]) -> list[bool]:
     rows: list[dict[str, Any]] = []
     for run_id, ops in groups.items():
         events = [e for op in ops for e in op.events]
-        accepted[run_id] = await _advance(tx.conn, run_id, {op.owner for op in ops}, events, now)
+        accepted[run_id] = _advance(tx.conn, run_id, {op.owner for op in ops}, events, now)
         if accepted[run_id]:
             rows.extend(
                 {"run_id": e.run_id, "seq": e.seq, "type": e.type, "data": e.data, "created_at": e.created_at}
@@ -163,19 +180,17 @@ async def _store_appends(tx: Tx, appends: list[_Append]) -> list[bool]:
             )
             tx.published.extend(events)
     if rows:
-        await tx.conn.execute(insert(RUN_EVENT), rows)
+        tx.conn.execute(insert(RUN_EVENT), rows)
     return [accepted[op.run_id] for op in appends]
 
 
-async def _advance(
-    conn: AsyncConnection, run_id: str, owners: set[str], events: list[EventRecord], now: float
-) -> bool:
+def _advance(conn: Connection, run_id: str, owners: set[str], events: list[EventRecord], now: float) -> bool:
     if not events:
         return True
     contiguous = all(b.seq == a.seq + 1 for a, b in itertools.pairwise(events))
     if len(owners) != 1 or not contiguous:
         return False
-    result = await conn.execute(
+    result = conn.execute(
         update(RUN)
         .where(
             and_(

@@ -1,0 +1,124 @@
+"""Hot-path statements, built once with bound parameters. SQLAlchemy caches their compiled form,
+so executing one costs a dictionary of parameters instead of building and hashing a new statement
+(which cost more than SQLite itself)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.types import TypeEngine
+
+from server.store.records import QUEUED, RUNNING
+from server.store.tables import RUN, RUN_EVENT
+
+INSERT_RUN = insert(RUN).returning(*RUN.c)
+INSERT_EVENT = insert(RUN_EVENT)
+RUN_BY_ID = select(RUN).where(RUN.c.id == bindparam("ref"))
+RUN_BY_NUMBER = select(RUN).where(RUN.c.number == bindparam("ref"))
+RUN_BY_KEY = select(RUN).where(RUN.c.org_id == bindparam("org"), RUN.c.idempotency_key == bindparam("key"))
+RUNS_BY_REF = select(RUN).where(
+    or_(
+        RUN.c.id.in_(bindparam("ids", expanding=True)), RUN.c.number.in_(bindparam("numbers", expanding=True))
+    )
+)
+EVENTS_AFTER = (
+    select(RUN_EVENT)
+    .where(RUN_EVENT.c.run_id == bindparam("rid"), RUN_EVENT.c.seq > bindparam("after"))
+    .order_by(RUN_EVENT.c.seq)
+    .limit(bindparam("lim"))
+)
+
+# Events of a run are accepted only from the lease holder of a RUNNING run, and only when the first
+# new seq follows the stored last_seq: a lost lease or a lost earlier write can never leave a gap.
+ADVANCE = (
+    update(RUN)
+    .where(
+        and_(
+            RUN.c.id == bindparam("rid"),
+            RUN.c.lease_owner == bindparam("owner"),
+            RUN.c.state == RUNNING,
+            RUN.c.last_seq == bindparam("after"),
+        )
+    )
+    .values(last_seq=bindparam("last"), updated_at=bindparam("now"))
+)
+
+_oldest_queued = (
+    select(RUN.c.number)
+    .where(RUN.c.state == QUEUED)
+    .order_by(RUN.c.number)
+    .limit(bindparam("lim"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+CLAIM = (
+    update(RUN)
+    .where(RUN.c.number.in_(_oldest_queued), RUN.c.state == QUEUED)
+    .values(
+        state=RUNNING,
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("until"),
+        started_at=func.coalesce(RUN.c.started_at, bindparam("now")),
+        updated_at=bindparam("now"),
+        cancel_requested=False,
+    )
+    .returning(*RUN.c)
+)
+
+
+def _keep_unless(name: str) -> ColumnElement[Any]:
+    """The parameter v_<name>, or the stored value when the parameter is None."""
+    column = RUN.c[name]
+    return func.coalesce(bindparam(f"v_{name}", type_=column.type), column)
+
+
+def _unless_null(name: str, kind: TypeEngine[Any], condition: Callable[[Any], ColumnElement[bool]]) -> Any:
+    """`condition(:name)`, or true when the parameter is None (typed, so PostgreSQL can infer it)."""
+    param = bindparam(name, type_=kind)
+    return or_(param.is_(None), condition(param))
+
+
+# One statement for every state change out of a set of states: the outcome's fields (None keeps the
+# stored value), the lease cleared, last_seq + 1 for the outcome's event. Optional conditions are
+# switched off by passing None.
+TRANSITION = (
+    update(RUN)
+    .where(
+        RUN.c.id == bindparam("rid"),
+        RUN.c.state.in_(bindparam("states", expanding=True)),
+        _unless_null("owner", String(), lambda p: RUN.c.lease_owner == p),
+        _unless_null("lease_before", Float(), lambda p: RUN.c.lease_expires_at < p),
+        _unless_null("deadline_before", Float(), lambda p: RUN.c.deadline < p),
+        _unless_null("seq", Integer(), lambda p: RUN.c.last_seq == p),
+    )
+    .values(
+        state=bindparam("v_state"),
+        updated_at=bindparam("now"),
+        last_seq=RUN.c.last_seq + 1,
+        attempt=RUN.c.attempt + bindparam("attempt_inc"),
+        completed_at=bindparam("v_completed_at"),
+        lease_owner=None,
+        lease_expires_at=None,
+        resume=None,
+        pending_action=bindparam("v_pending_action", type_=RUN.c.pending_action.type),
+        result=_keep_unless("result"),
+        error_reason=_keep_unless("error_reason"),
+        error_message=_keep_unless("error_message"),
+        agent_state=_keep_unless("agent_state"),
+    )
+    .returning(*RUN.c)
+)
