@@ -38,12 +38,17 @@ def assert_well_formed(events: list[run_pb2.RunEvent]) -> None:
     assert ends == [events[-1]]
 
 
-async def test_sync_run_completes_with_output(h: Harness) -> None:
-    run = await h.run("echo", "hello agent world", wait=True)
+@pytest.mark.parametrize("agent", ["echo", "ai-echo"])
+async def test_sync_run_completes_with_output(h: Harness, agent: str) -> None:
+    run = await h.run(agent, "hello agent world", wait=True)
     assert run.state == COMPLETED
     assert run.output == "hello agent world"
     assert run.reasoning_steps and run.number >= 1
-    assert run.HasField("complete_time") and run.last_seq == 6
+    assert run.HasField("complete_time")
+    log = await h.events(run_id=run.id)
+    assert_well_formed(log)
+    deltas = [e.text for e in log if e.type == T.Value("EVENT_TYPE_CONTENT_DELTA")]
+    assert len(deltas) == 3 and "".join(deltas) == run.output
 
 
 async def test_background_run_polls_to_completed(h: Harness) -> None:
@@ -59,8 +64,9 @@ async def test_background_run_polls_to_completed(h: Harness) -> None:
     assert (await h.get(str(run.number))).id == run.id  # by integer number too
 
 
-async def test_stream_orders_events(h: Harness) -> None:
-    request = pb.RunRequest(agent_id="tools", input=run_pb2.RunInput(message="what is 6 * 7"))
+@pytest.mark.parametrize("agent", ["tools", "ai-tools"])
+async def test_stream_orders_events(h: Harness, agent: str) -> None:
+    request = pb.RunRequest(agent_id=agent, input=run_pb2.RunInput(message="what is 6 * 7"))
     events = await h.events(run=request)
     assert_well_formed(events)
     types = [T.Name(e.type) for e in events]

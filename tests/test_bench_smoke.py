@@ -1,0 +1,55 @@
+"""bench/bench.py --quick runs end to end and reports every figure (no timing assertions). The
+server gets only the plain Python agents, so the ai-echo rows are skipped with a note: the bench
+must not need the pydantic-ai runtime to work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTS_FILE = ROOT / "server" / "agents" / "agents.yaml"
+FIGURES = {
+    "baseline_p50_ms",
+    "baseline_p99_ms",
+    "baseline_calls_per_s",
+    "baseline_stream_msgs_per_s",
+    "echo_run_p50_ms",
+    "echo_run_p99_ms",
+    "echo_runs_per_s",
+    "submit_ack_p50_ms",
+    "stream_first_event_p50_ms",
+    "stream_events_per_s",
+    "batch_get_p50_ms",
+    "batch_get_p99_ms",
+}
+TARGETS = {"echo_runs_per_s", "echo_run_p50_ms", "stream_events_per_s", "batch_get_p50_ms"}
+AI_FIGURES = {"ai_echo_run_p50_ms", "ai_echo_run_p99_ms", "ai_echo_runs_per_s"}
+
+
+def plain_agents(dest: Path) -> Path:
+    config = yaml.safe_load(AGENTS_FILE.read_text())
+    config["agents"] = [a for a in config["agents"] if a.get("runtime") == "python"]
+    dest.write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
+
+
+def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    agents = plain_agents(tmp_path / "agents.yaml")
+    command = [sys.executable, "bench/bench.py", "--quick", "--json", str(out), "--agents-file", str(agents)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    figures = report["figures"]
+    assert set(figures) == FIGURES
+    assert set(report["skipped"]) == AI_FIGURES  # not configured: skipped, not crashed
+    for name, value in figures.items():
+        assert isinstance(value, int | float) and value > 0, (name, value)
+    assert set(report["targets"]) == TARGETS
+    assert all(isinstance(t["pass"], bool) for t in report["targets"].values())
+    assert "echo Run(wait) p50" in done.stdout
