@@ -20,6 +20,7 @@ from server.agents.base import (
     ContentDelta,
     Finished,
     ReasoningDelta,
+    RunInput,
     ToolEnd,
     ToolStart,
     Usage,
@@ -39,10 +40,11 @@ async def _answer(text: str) -> AsyncGenerator[AgentEvent, None]:
         yield ContentDelta(word)
 
 
-def _followups(ctx: AgentContext) -> tuple[str, ...]:
-    if not ctx.input.generate_followups:
+def demo_followups(run_input: RunInput) -> tuple[str, ...]:
+    """Three canned follow-up questions when asked for (the demo agents have no model to ask)."""
+    if not run_input.generate_followups:
         return ()
-    topic = ctx.input.message[:40]
+    topic = run_input.message[:40]
     return (f"Can you explain more about {topic}?", "What are the next steps?", "Can you give an example?")
 
 
@@ -51,7 +53,8 @@ def _finish(ctx: AgentContext, output: str, usage: Usage | None = None) -> Finis
     if ctx.input.response_format == "json":
         output_json = {"answer": output}
         output = json.dumps(output_json)
-    return Finished(output=output, output_json=output_json, followups=_followups(ctx), usage=usage or Usage())
+    followups = demo_followups(ctx.input)
+    return Finished(output=output, output_json=output_json, followups=followups, usage=usage or Usage())
 
 
 async def _call_tool(call_id: str, name: str, args: dict[str, Any]) -> AsyncGenerator[AgentEvent, None]:

@@ -62,6 +62,7 @@ from server.agents.base import (
     Usage,
 )
 from server.agents.demo_model import DEMO_MODEL_NAME, build_demo_model
+from server.agents.plain import demo_followups
 from server.agents.registry import AgentSpec
 from server.agents.tools import TOOLS
 
@@ -175,13 +176,6 @@ def _continuation(
     return None, history, DeferredToolResults(approvals=verdicts)
 
 
-def _followups(ctx: AgentContext) -> tuple[str, ...]:
-    if not ctx.input.generate_followups:
-        return ()
-    topic = ctx.input.message[:40]
-    return (f"Can you explain more about {topic}?", "What are the next steps?", "Can you give an example?")
-
-
 @dataclass(slots=True)
 class _EventMapper:
     """Maps one run's pydantic-ai stream events onto engine events, timing tool calls on the way."""
@@ -249,9 +243,10 @@ def _ending(ctx: AgentContext, result: AgentRunResult[Any], tool_ms: int) -> Fin
             raise RuntimeError("the agent paused without a tool call to approve")
         return pause
     usage = _usage(result, tool_ms)
+    followups = demo_followups(ctx.input)
     if isinstance(output, str):
-        return Finished(output=output, followups=_followups(ctx), usage=usage)
-    return Finished(output=json.dumps(output), output_json=output, followups=_followups(ctx), usage=usage)
+        return Finished(output=output, followups=followups, usage=usage)
+    return Finished(output=json.dumps(output), output_json=output, followups=followups, usage=usage)
 
 
 @dataclass(slots=True)
