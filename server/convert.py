@@ -9,7 +9,6 @@ from agentrun.v1 import run_pb2
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from server.agents.base import AgentInfo, Media, Options, RunInput
-from server.engine.inputs import run_input_from_dict
 from server.store.records import EventRecord, RunRecord
 
 STATE: dict[str, Any] = {name[10:]: value for name, value in run_pb2.RunState.items() if value}
@@ -18,6 +17,7 @@ EVENT_TYPE: dict[str, Any] = {name[11:]: value for name, value in run_pb2.EventT
 DECISION = {run_pb2.DECISION_APPROVE: "APPROVE", run_pb2.DECISION_REJECT: "REJECT"}
 DECISION_VALUE = {name: value for value, name in DECISION.items()}
 FORMAT_NAME = {run_pb2.RESPONSE_FORMAT_JSON: "json"}
+FORMAT_VALUE = {"text": run_pb2.RESPONSE_FORMAT_TEXT, "json": run_pb2.RESPONSE_FORMAT_JSON}
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -59,25 +59,16 @@ def input_from_proto(message: run_pb2.RunInput) -> RunInput:
 
 
 def input_to_proto(data: dict[str, Any]) -> run_pb2.RunInput:
-    value = run_input_from_dict(data)
-    o = value.options
+    """From the stored form (server/engine/inputs.py), where absent keys mean defaults."""
     message = run_pb2.RunInput(
-        message=value.message,
-        media=[run_pb2.Media(type=m.type, data=m.data) for m in value.media],
-        options=run_pb2.RunOptions(
-            model=o.model,
-            provider=o.provider,
-            temperature=o.temperature,
-            max_tokens=o.max_tokens,
-            system_prompt=o.system_prompt,
-        ),
-        generate_followups=value.generate_followups,
-        response_format=run_pb2.RESPONSE_FORMAT_JSON
-        if value.response_format == "json"
-        else run_pb2.RESPONSE_FORMAT_TEXT,
+        message=data["message"],
+        media=[run_pb2.Media(type=m["type"], data=m["data"]) for m in data.get("media", ())],
+        options=run_pb2.RunOptions(**data.get("options", {})),
+        generate_followups=data.get("generate_followups", False),
+        response_format=FORMAT_VALUE[data.get("response_format", "text")],
     )
-    if value.json_schema is not None:
-        message.json_schema.update(value.json_schema)
+    if "json_schema" in data:
+        message.json_schema.update(data["json_schema"])
     return message
 
 

@@ -72,7 +72,10 @@ def create_engines(url: str) -> Engines:
         return Engines(memory, None)
     write = create_engine(parsed, pool_size=1, max_overflow=0, connect_args={"check_same_thread": False})
     _setup_sqlite(write, wal=True, writes=True)
-    read = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"), pool_size=8, max_overflow=8)
+    # Reads run in autocommit: there is no transaction to roll back when a connection goes back.
+    read = create_async_engine(
+        parsed.set(drivername="sqlite+aiosqlite"), pool_size=8, max_overflow=8, pool_reset_on_return=None
+    )
     _setup_sqlite(read.sync_engine, wal=True, writes=False)
     return Engines(write, read)
 

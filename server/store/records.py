@@ -32,13 +32,10 @@ class RunRecord:
     error_reason: str | None
     error_message: str | None
     pending_action: dict[str, Any] | None
-    agent_state: dict[str, Any] | None
-    resume: dict[str, Any] | None
     decisions: list[dict[str, Any]] | None
     timeout_s: float
     deadline: float
     idempotency_key: str | None
-    request_hash: str | None
     webhook_url: str | None
     extras: dict[str, Any] | None
     last_seq: int
@@ -49,6 +46,10 @@ class RunRecord:
     started_at: float | None
     updated_at: float
     completed_at: float | None
+    # Read only where needed (claim, idempotency check): the agent state can be a whole conversation.
+    agent_state: dict[str, Any] | None = None
+    resume: dict[str, Any] | None = None
+    request_hash: str | None = None
 
     @property
     def terminal(self) -> bool:

@@ -160,7 +160,7 @@ class SqlStore:
     async def overdue(self, now: float, limit: int = 500) -> list[RunRecord]:
         """Non-terminal runs past their deadline, and RUNNING runs whose lease expired."""
         [rows] = await self._fetch(
-            select(RUN)
+            select(*st.VIEW)
             .where(
                 or_(
                     and_(RUN.c.state.in_((QUEUED, RUNNING, PAUSED)), RUN.c.deadline < now),
@@ -287,7 +287,7 @@ class SqlStore:
         self, flt: RunFilter, *, before_number: int | None, limit: int
     ) -> tuple[list[RunRecord], int]:
         conditions = _filter_conditions(flt)
-        page = select(RUN).where(*conditions)
+        page = select(*st.VIEW).where(*conditions)
         if before_number is not None:
             page = page.where(RUN.c.number < before_number)
         rows, count = await self._fetch(

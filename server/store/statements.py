@@ -25,12 +25,15 @@ from sqlalchemy.types import TypeEngine
 from server.store.records import QUEUED, RUNNING
 from server.store.tables import RUN, RUN_EVENT
 
+# What reads of a run return: everything but the columns only the engine needs.
+VIEW = [c for c in RUN.c if c.name not in ("agent_state", "resume", "request_hash")]
+
 INSERT_RUN = insert(RUN).returning(*RUN.c)
 INSERT_EVENT = insert(RUN_EVENT)
-RUN_BY_ID = select(RUN).where(RUN.c.id == bindparam("ref"))
-RUN_BY_NUMBER = select(RUN).where(RUN.c.number == bindparam("ref"))
+RUN_BY_ID = select(*VIEW).where(RUN.c.id == bindparam("ref"))
+RUN_BY_NUMBER = select(*VIEW).where(RUN.c.number == bindparam("ref"))
 RUN_BY_KEY = select(RUN).where(RUN.c.org_id == bindparam("org"), RUN.c.idempotency_key == bindparam("key"))
-RUNS_BY_REF = select(RUN).where(
+RUNS_BY_REF = select(*VIEW).where(
     or_(
         RUN.c.id.in_(bindparam("ids", expanding=True)), RUN.c.number.in_(bindparam("numbers", expanding=True))
     )

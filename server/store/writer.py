@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, insert, update
+from sqlalchemy import Connection, Engine
 
-from server.store.records import RUNNING, EventRecord
-from server.store.tables import RUN, RUN_EVENT
+from server.store import statements as st
+from server.store.records import EventRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -180,7 +180,7 @@ def _store_appends(tx: Tx, appends: list[_Append]) -> list[bool]:
             )
             tx.published.extend(events)
     if rows:
-        tx.conn.execute(insert(RUN_EVENT), rows)
+        tx.conn.execute(st.INSERT_EVENT, rows)
     return [accepted[op.run_id] for op in appends]
 
 
@@ -190,16 +190,5 @@ def _advance(conn: Connection, run_id: str, owners: set[str], events: list[Event
     contiguous = all(b.seq == a.seq + 1 for a, b in itertools.pairwise(events))
     if len(owners) != 1 or not contiguous:
         return False
-    result = conn.execute(
-        update(RUN)
-        .where(
-            and_(
-                RUN.c.id == run_id,
-                RUN.c.lease_owner == next(iter(owners)),
-                RUN.c.state == RUNNING,
-                RUN.c.last_seq == events[0].seq - 1,
-            )
-        )
-        .values(last_seq=events[-1].seq, updated_at=now)
-    )
-    return bool(result.rowcount == 1)
+    params = {"rid": run_id, "owner": next(iter(owners)), "after": events[0].seq - 1, "last": events[-1].seq}
+    return bool(conn.execute(st.ADVANCE, params | {"now": now}).rowcount == 1)
