@@ -76,6 +76,8 @@ class Engine:
         # True when the last claim may have left runs in the queue: a finished run then wakes the
         # dispatcher at once instead of at the next poll.
         self._backlog = False
+        # Worker slots promised to submissions that start their run themselves (see submit).
+        self._reserved = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -100,10 +102,12 @@ class Engine:
 
     # ---- admission ----------------------------------------------------------------------
 
-    async def submit(self, sub: Submission, run_id: str = "") -> tuple[RunRecord, bool]:
+    async def submit(self, sub: Submission, run_id: str = "", start: bool = False) -> tuple[RunRecord, bool]:
         """Store a QUEUED run (committed before this returns). An idempotency key already used for the
-        same request returns that run; for another request it is ALREADY_EXISTS."""
-        self.agent(sub.agent_id)
+        same request returns that run; for another request it is ALREADY_EXISTS. With `start`, for
+        callers that wait for the outcome anyway, a run this process has room for is stored already
+        leased to it and starts at once, without a trip through the queue."""
+        agent = self.agent(sub.agent_id)
         new = NewRun(
             id=run_id or str(uuid.uuid4()),
             agent_id=sub.agent_id,
@@ -117,14 +121,24 @@ class Engine:
             webhook_url=sub.webhook_url or None,
             extras=sub.extras,
         )
-        run, created = await self.store.create_run(new)
+        lease = None
+        if start and self._accepting and len(self._runners) + self._reserved < self.settings.workers:
+            lease = (self.owner, self.settings.lease_s)
+            self._reserved += 1
+        try:
+            run, created = await self.store.create_run(new, lease)
+        finally:
+            if lease is not None:
+                self._reserved -= 1
         if not created and run.request_hash != new.request_hash:
             raise AlreadyExists(
                 "idempotency key already used for a different request",
                 reason="IDEMPOTENCY_KEY_REUSED",
                 metadata={"run_id": run.id, "idempotency_key": sub.idempotency_key},
             )
-        if created:
+        if created and run.state == RUNNING:
+            self._start(run, agent)
+        elif created:
             self._wake.set()
         return run, created
 
@@ -158,7 +172,7 @@ class Engine:
         nothing needs to be read back)."""
         run_id = str(uuid.uuid4())
         with self.hub.subscribe(run_id) as live:
-            run, created = await self.submit(sub, run_id)
+            run, created = await self.submit(sub, run_id, start=True)
             if created:
                 stream = follow(self.store, live, 0, poll_s=self._poll_s, replay=False)
                 async with contextlib.aclosing(stream) as events:
@@ -173,7 +187,7 @@ class Engine:
         """Submit, then return the run once it is terminal or PAUSED."""
         run_id = str(uuid.uuid4())
         with self.hub.subscribe(run_id) as live:
-            run, created = await self.submit(sub, run_id)
+            run, created = await self.submit(sub, run_id, start=True)
             if created:
                 return await self._settle(live, run)
         return await self.wait(run)
@@ -300,7 +314,7 @@ class Engine:
     async def _dispatch(self) -> None:
         while True:
             self._wake.clear()
-            free = self.settings.workers - len(self._runners) if self._accepting else 0
+            free = self.settings.workers - len(self._runners) - self._reserved if self._accepting else 0
             claimed: list[RunRecord] = []
             if free > 0:
                 try:
@@ -322,6 +336,9 @@ class Engine:
         if agent is None:  # queued by a server with another agents.yaml
             await self._fail_claimed(run, "AGENT_NOT_FOUND", f"agent {run.agent_id!r} is not configured here")
             return
+        self._start(run, agent)
+
+    def _start(self, run: RunRecord, agent: Agent) -> None:
         runner = Runner(self.store, self.owner, agent, run)
         task = asyncio.create_task(self._execute(runner), name=f"run-{run.id}")
         self._runners[run.id] = (runner, task)

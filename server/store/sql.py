@@ -83,9 +83,9 @@ class SqlStore:
 
     # ---- submission -------------------------------------------------------------------
 
-    async def create_run(self, new: NewRun) -> tuple[RunRecord, bool]:
-        """Insert a QUEUED run; with an idempotency key already taken, return the existing run
-        and False instead."""
+    async def create_run(self, new: NewRun, lease: tuple[str, float] | None = None) -> tuple[RunRecord, bool]:
+        """Insert a QUEUED run, or with `lease` (owner, seconds) one already RUNNING under that
+        lease; with an idempotency key already taken, return the existing run and False instead."""
         now = time.time()
         values = {
             **{k: getattr(new, k) for k in NewRun.__slots__},
@@ -96,7 +96,17 @@ class SqlStore:
             "cancel_requested": False,
             "created_at": now,
             "updated_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "started_at": None,
         }
+        if lease is not None:
+            values |= {
+                "state": RUNNING,
+                "lease_owner": lease[0],
+                "lease_expires_at": now + lease[1],
+                "started_at": now,
+            }
 
         def op(tx: Tx) -> tuple[RunRecord, bool]:
             row = tx.conn.execute(
