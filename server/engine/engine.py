@@ -23,10 +23,8 @@ from server.store.records import (
     ERROR,
     FAILED,
     PAUSED,
-    PAUSED_EVENT,
     QUEUED,
     RUNNING,
-    TERMINAL,
     EventRecord,
     NewRun,
     Outcome,
@@ -401,6 +399,3 @@ def _failure(reason: str, message: str) -> Outcome:
         error_reason=reason,
         error_message=message,
     )
-
-
-__all__ = ["PAUSED_EVENT", "TERMINAL", "Engine", "EngineSettings", "Submission"]

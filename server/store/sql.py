@@ -66,10 +66,6 @@ class SqlStore:
         finally:
             await engines.dispose()
 
-    @property
-    def dialect_name(self) -> str:
-        return self._engines.write.dialect.name
-
     async def _fetch(
         self, *queries: Executable | tuple[Executable, dict[str, Any]]
     ) -> list[Sequence[Row[Any]]]:
