@@ -315,10 +315,13 @@ class Engine:
             free = self.settings.workers - len(self._runners) - self._reserved if self._accepting else 0
             claimed: list[RunRecord] = []
             if free > 0:
+                self._reserved += free  # a submission must not take a slot this claim may fill
                 try:
                     claimed = await self.store.claim(self.owner, free, self.settings.lease_s)
                 except Exception:
                     log.exception("claiming runs failed")
+                finally:
+                    self._reserved -= free
             self._backlog = free <= 0 or len(claimed) == free
             for run in claimed:
                 await self._launch(run)

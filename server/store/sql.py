@@ -80,8 +80,9 @@ class SqlStore:
     # ---- submission -------------------------------------------------------------------
 
     async def create_run(self, new: NewRun, lease: tuple[str, float] | None = None) -> tuple[RunRecord, bool]:
-        """Insert a QUEUED run, or with `lease` (owner, seconds) one already RUNNING under that
-        lease; with an idempotency key already taken, return the existing run and False instead."""
+        """Insert a QUEUED run, or with `lease` (owner, seconds) and an empty queue one already
+        RUNNING under that lease; with an idempotency key already taken, return the existing run
+        and False instead."""
         now = time.time()
         values = {
             **{k: getattr(new, k) for k in NewRun.__slots__},
@@ -96,8 +97,9 @@ class SqlStore:
             "lease_expires_at": None,
             "started_at": None,
         }
+        leased = values
         if lease is not None:
-            values |= {
+            leased = values | {
                 "state": RUNNING,
                 "lease_owner": lease[0],
                 "lease_expires_at": now + lease[1],
@@ -105,8 +107,11 @@ class SqlStore:
             }
 
         def op(tx: Tx) -> tuple[RunRecord, bool]:
+            # Runs already waiting go first: a new run skips the queue only when it is empty.
+            queue_empty = lease is not None and tx.conn.execute(st.ANY_QUEUED).first() is None
             row = tx.conn.execute(
-                self._insert_run_ignore if new.idempotency_key else st.INSERT_RUN, values
+                self._insert_run_ignore if new.idempotency_key else st.INSERT_RUN,
+                leased if queue_empty else values,
             ).first()
             if row is None:
                 existing = tx.conn.execute(st.RUN_BY_KEY, {"org": new.org_id, "key": new.idempotency_key})

@@ -30,6 +30,7 @@ VIEW = [c for c in RUN.c if c.name not in ("agent_state", "resume", "request_has
 
 INSERT_RUN = insert(RUN).returning(*RUN.c)
 INSERT_EVENT = insert(RUN_EVENT)
+ANY_QUEUED = select(RUN.c.number).where(RUN.c.state == QUEUED).limit(1)
 RUN_BY_ID = select(*VIEW).where(RUN.c.id == bindparam("ref"))
 RUN_BY_NUMBER = select(*VIEW).where(RUN.c.number == bindparam("ref"))
 RUN_BY_KEY = select(RUN).where(RUN.c.org_id == bindparam("org"), RUN.c.idempotency_key == bindparam("key"))
