@@ -194,3 +194,17 @@ async def test_two_hundred_concurrent_slow_runs_complete(h: Harness) -> None:
     runs = await asyncio.gather(*(h.run("slow", "tokens=5 delay_ms=10", wait=True) for _ in range(200)))
     assert all(r.state == COMPLETED for r in runs)
     assert len({r.number for r in runs}) == 200
+
+
+async def test_a_lagging_stream_catches_up_without_gaps(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.engine import hub
+
+    monkeypatch.setattr(hub, "QUEUE_BATCHES", 2)  # a tiny live queue: this reader will fall behind
+    request = pb.RunRequest(agent_id="slow", input=run_pb2.RunInput(message="tokens=3000 delay_ms=0"))
+    seen: list[run_pb2.RunEvent] = []
+    async for response in h.stub.StreamRun(pb.StreamRunRequest(run=request)):
+        seen.append(response.event)
+        if len(seen) % 100 == 0:
+            await asyncio.sleep(0.01)
+    assert_well_formed(seen)
+    assert len(seen) == 3002  # START, 3000 deltas, STOP
