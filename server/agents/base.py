@@ -2,13 +2,13 @@
 
 An agent is an async generator of typed events. The engine persists each event in order, then
 acts on the last one: `Finished` completes the run, `ApprovalRequired` pauses it. An exception
-fails the run with reason AGENT_ERROR. Cancellation arrives as `asyncio.CancelledError` at the
-agent's next await.
+fails the run with reason AGENT_ERROR (an AgentFailure names its own reason). Cancellation arrives
+as `asyncio.CancelledError` at the agent's next await.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,6 +47,33 @@ class Decision:
     reason: str = ""
 
 
+class AgentFailure(Exception):
+    """Ends the run FAILED with this reason (PROVIDER_ERROR, say) rather than the generic AGENT_ERROR."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class PriorTurn:
+    """An earlier completed run of the same session."""
+
+    message: str
+    output: str
+    # Its model conversation (pydantic-ai's JSON form), when the agent that ran it kept one.
+    messages: list[dict[str, Any]] | None = None
+
+
+# Loads the session's earlier turns, oldest first; only agents that use a conversation call it.
+HistoryLoader = Callable[[], Awaitable[list[PriorTurn]]]
+
+
+async def _no_history() -> list[PriorTurn]:
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class AgentContext:
     run_id: str
@@ -58,6 +85,7 @@ class AgentContext:
     state: dict[str, Any] | None = None
     # Set when the run resumes after Continue.
     decision: Decision | None = None
+    history: HistoryLoader = _no_history
 
 
 @dataclass(slots=True)
@@ -118,6 +146,8 @@ class Finished:
     output_json: Any = None
     followups: tuple[str, ...] = ()
     usage: Usage = field(default_factory=Usage)
+    # This run's part of the conversation (pydantic-ai's JSON form), stored for the session's next runs.
+    messages: list[dict[str, Any]] | None = None
 
 
 AgentEvent = ReasoningDelta | ContentDelta | ToolStart | ToolEnd | ApprovalRequired | Finished

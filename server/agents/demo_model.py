@@ -4,7 +4,9 @@ It decides only from the message history, so a run resumed in another process co
 it would have in the first one:
 
 - the last request carries tool results -> it answers with a summary of them;
-- a tool fits the user's message -> it calls it (calculator for arithmetic, else send_email, else clock);
+- the user asks for follow-up questions (followups.py) -> three canned ones, one per line;
+- a tool fits the user's message -> it calls it: a team member (a tool taking an `instruction`; the one
+  named in the message, else the first), the calculator for arithmetic, else send_email, else clock;
 - otherwise -> it echoes the user's message back, one word per text delta.
 
 It streams one thinking line before echoing and before calling a tool, so the reasoning channel is
@@ -42,6 +44,9 @@ from pydantic_ai.models.function import (
     FunctionModel,
 )
 from pydantic_ai.profiles import ModelProfile
+from pydantic_ai.tools import ToolDefinition
+
+from server.agents import followups
 
 DEMO_MODEL_NAME = "demo"
 
@@ -67,14 +72,14 @@ def _words(text: str) -> list[str]:
     return [c if i == len(chunks) - 1 else c + " " for i, c in enumerate(chunks)]
 
 
-def _user_message(messages: Sequence[ModelMessage]) -> str:
-    for message in reversed(messages):
-        if not isinstance(message, ModelRequest):
-            continue
-        for part in reversed(message.parts):
-            if isinstance(part, UserPromptPart):
-                return _prompt_text(part.content)
-    return ""
+def _user_prompts(messages: Sequence[ModelMessage]) -> list[str]:
+    return [
+        _prompt_text(part.content)
+        for message in messages
+        if isinstance(message, ModelRequest)
+        for part in message.parts
+        if isinstance(part, UserPromptPart)
+    ]
 
 
 def _prompt_text(content: str | Sequence[UserContent]) -> str:
@@ -98,7 +103,19 @@ def _summary(result: ToolReturnPart) -> str:
     return f"The {result.tool_name} tool says: {text}"
 
 
-def _tool_call(message: str, available: set[str]) -> tuple[str, dict[str, Any]] | None:
+def _member(message: str, tools: list[ToolDefinition]) -> str | None:
+    members = [
+        t.name for t in tools if set(t.parameters_json_schema.get("properties", {})) == {"instruction"}
+    ]
+    named = [m for m in members if m.lower() in message.lower()]
+    return named[0] if named else members[0] if members else None
+
+
+def _tool_call(message: str, tools: list[ToolDefinition]) -> tuple[str, dict[str, Any]] | None:
+    member = _member(message, tools)
+    if member is not None:
+        return member, {"instruction": message}
+    available = {t.name for t in tools}
     match = _MATH.search(message)
     if match and "calculator" in available:
         return "calculator", {"expression": match.group().strip()}
@@ -115,8 +132,11 @@ def _decide(messages: list[ModelMessage], info: AgentInfo) -> _Reply:
     results = [p for p in parts if isinstance(p, ToolReturnPart)]
     if results:
         return _Reply(text=" ".join(_summary(r) for r in results))
-    message = _user_message(messages)
-    call = _tool_call(message, {t.name for t in info.function_tools})
+    prompts = _user_prompts(messages)
+    message = prompts[-1] if prompts else ""
+    if message == followups.FOLLOWUP_PROMPT:
+        return _Reply(text="\n".join(followups.canned(prompts[-2] if len(prompts) > 1 else "")))
+    call = _tool_call(message, info.function_tools)
     if call is None:
         return _Reply(thinking=f"The user said {len(message)} characters; echoing them back.", text=message)
     name, args = call

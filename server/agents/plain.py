@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
+from server.agents import followups
 from server.agents.base import (
     AgentContext,
     AgentEvent,
@@ -41,11 +42,7 @@ async def _answer(text: str) -> AsyncGenerator[AgentEvent, None]:
 
 
 def demo_followups(run_input: RunInput) -> tuple[str, ...]:
-    """Three canned follow-up questions when asked for (the demo agents have no model to ask)."""
-    if not run_input.generate_followups:
-        return ()
-    topic = run_input.message[:40]
-    return (f"Can you explain more about {topic}?", "What are the next steps?", "Can you give an example?")
+    return followups.canned(run_input.message) if run_input.generate_followups else ()
 
 
 def _finish(ctx: AgentContext, output: str, usage: Usage | None = None) -> Finished:

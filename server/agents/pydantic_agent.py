@@ -2,8 +2,8 @@
 
 A run streams pydantic-ai's events (`Agent.run_stream_events`) and maps them onto the engine's
 events. A tool that needs approval is a deferred tool: the run ends with `DeferredToolRequests`, which
-becomes `ApprovalRequired` carrying the whole message history as JSON, so the run can resume in
-another process from nothing but that state and the human's decision.
+becomes `ApprovalRequired` carrying the whole message history as JSON (conversation.py). Provider
+failures end the run with PROVIDER_ERROR and the provider's own message.
 """
 
 from __future__ import annotations
@@ -11,31 +11,26 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import time
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic_ai import Agent as PydanticAIAgent
-from pydantic_ai import AgentRunEvents, AgentRunResultEvent, StructuredDict, Tool
-from pydantic_ai.exceptions import ToolFailed
+from pydantic_ai import AgentRunResultEvent, RunContext, Tool
+from pydantic_ai.exceptions import (
+    ModelAPIError,
+    ModelHTTPError,
+    ToolFailed,
+    UnexpectedModelBehavior,
+    UsageLimitExceeded,
+    UserError,
+)
 from pydantic_ai.messages import (
-    AgentStreamEvent,
     AudioUrl,
     BinaryContent,
     DocumentUrl,
-    FunctionToolCallEvent,
-    FunctionToolResultEvent,
     ImageUrl,
     ModelMessage,
-    ModelMessagesTypeAdapter,
-    PartDeltaEvent,
-    PartStartEvent,
-    TextPart,
-    TextPartDelta,
-    ThinkingPart,
-    ThinkingPartDelta,
     UserContent,
     VideoUrl,
 )
@@ -43,27 +38,25 @@ from pydantic_ai.models import Model
 from pydantic_ai.output import OutputSpec
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.settings import ModelSettings
-from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults, ToolApproved, ToolDenied
+from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults
 
+from server.agents import conversation, followups, teams
 from server.agents.base import (
     Agent,
     AgentContext,
     AgentEvent,
+    AgentFailure,
     AgentInfo,
     ApprovalRequired,
-    ContentDelta,
     Finished,
     Media,
     Options,
-    ReasoningDelta,
     RunInput,
-    ToolEnd,
-    ToolStart,
-    Usage,
 )
-from server.agents.demo_model import DEMO_MODEL_NAME, build_demo_model
-from server.agents.plain import demo_followups
+from server.agents.providers import ModelCatalog, ModelRef
+from server.agents.pydantic_events import EventMapper, usage_of
 from server.agents.registry import AgentSpec
+from server.agents.schema_output import schema_output
 from server.agents.tools import TOOLS
 
 # The default JSON answer shape, matching what the plain agents return for response_format "json".
@@ -89,13 +82,6 @@ def _tool(name: str, needs_approval: bool) -> Tool[None]:
             raise ToolFailed(f"error: {exc}") from exc
 
     return Tool(reporting, name=name, requires_approval=needs_approval)
-
-
-def _model(name: str, provider: str = "") -> Model | str:
-    # Any other name goes to pydantic-ai as is ("provider:model"); it works where that provider is installed.
-    if name == DEMO_MODEL_NAME:
-        return build_demo_model()
-    return f"{provider}:{name}" if provider and ":" not in name else name
 
 
 def _media(item: Media) -> UserContent:
@@ -124,129 +110,46 @@ def _output_type(run_input: RunInput) -> OutputSpec[Any]:
     # DeferredToolRequests is always allowed: it is how a tool needing approval pauses the run.
     if run_input.response_format != "json":
         return [str, DeferredToolRequests]
-    return [StructuredDict(run_input.json_schema or _ANSWER_SCHEMA), DeferredToolRequests]
+    return [schema_output(run_input.json_schema or _ANSWER_SCHEMA), DeferredToolRequests]
 
 
-def _verdict(approved: bool, reason: str) -> ToolApproved | ToolDenied:
-    if approved:
-        return ToolApproved()
-    return ToolDenied(f"A human refused this call{': ' + reason if reason else ''}.")
+def _provider_message(body: object) -> str:
+    """The human part of a provider's error body ({"error": {"message": ...}} on most APIs)."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(inner, str):
+            return inner
+    return str(body)[:500] if body else ""
 
 
-def _paused_state(result: AgentRunResult[Any], requests: DeferredToolRequests) -> dict[str, Any]:
-    """What a paused run stores: its history, the calls awaiting approval and the decisions made so far."""
-    if requests.calls:
-        raise RuntimeError("the agent deferred tool calls to an external executor; that is not supported")
-    pending = [
-        {"tool_call_id": c.tool_call_id, "name": c.tool_name, "arguments_json": c.args_as_json_str()}
-        for c in requests.approvals
-    ]
-    messages = ModelMessagesTypeAdapter.dump_python(result.all_messages(), mode="json")
-    return {"messages": messages, "pending": pending, "decisions": {}}
-
-
-def _decided_state(ctx: AgentContext) -> dict[str, Any]:
-    assert ctx.decision is not None
-    state = ctx.state or {}
-    if not state.get("messages"):
-        raise ValueError("cannot resume: the paused run left no message history in its state")
-    decision = {"approved": ctx.decision.approved, "reason": ctx.decision.reason}
-    return {**state, "decisions": {**state.get("decisions", {}), ctx.decision.tool_call_id: decision}}
-
-
-def _next_approval(state: dict[str, Any]) -> ApprovalRequired | None:
-    """The first call still awaiting a decision: the engine asks about one call at a time, while
-    pydantic-ai needs every deferred call decided before the run can go on."""
-    for call in state.get("pending", []):
-        if call["tool_call_id"] not in state["decisions"]:
-            return ApprovalRequired(call["tool_call_id"], call["name"], call["arguments_json"], state=state)
+def _failure(exc: Exception, model: str) -> AgentFailure | None:
+    if isinstance(exc, ModelHTTPError):
+        detail = _provider_message(exc.body)
+        return AgentFailure(
+            "PROVIDER_ERROR", f"{model}: HTTP {exc.status_code}{': ' + detail if detail else ''}"
+        )
+    if isinstance(exc, ModelAPIError):
+        return AgentFailure("PROVIDER_ERROR", f"{model}: {exc.message}")
+    if isinstance(exc, UnexpectedModelBehavior):
+        return AgentFailure("MODEL_OUTPUT_INVALID", f"{model}: {exc.message}")
+    if isinstance(exc, UsageLimitExceeded):
+        return AgentFailure("USAGE_LIMIT_EXCEEDED", str(exc))
+    if isinstance(exc, UserError):
+        return AgentFailure("PROVIDER_NOT_CONFIGURED", f"{model}: {exc}")
     return None
 
 
-def _continuation(
-    run_input: RunInput, state: dict[str, Any] | None
-) -> tuple[_Prompt | None, list[ModelMessage] | None, DeferredToolResults | None]:
-    """What to run: the user's prompt on a fresh run, or the stored history and the decisions on a resume."""
-    if state is None:
-        return _prompt(run_input), None, None
-    history = ModelMessagesTypeAdapter.validate_python(state["messages"])
-    verdicts: dict[str, bool | ToolApproved | ToolDenied] = {
-        call_id: _verdict(d["approved"], d["reason"]) for call_id, d in state["decisions"].items()
-    }
-    return None, history, DeferredToolResults(approvals=verdicts)
-
-
 @dataclass(slots=True)
-class _EventMapper:
-    """Maps one run's pydantic-ai stream events onto engine events, timing tool calls on the way."""
+class _Turn:
+    """What one execution of a run works from: a fresh prompt after the session's history, or the
+    stored state of a paused run plus the decisions."""
 
-    approval_tools: frozenset[str]
-    decided: frozenset[str]
-    started: dict[str, float] = field(default_factory=dict)
-    tool_ms: int = 0
-
-    def map(self, event: AgentStreamEvent) -> Iterator[AgentEvent]:
-        if isinstance(event, PartStartEvent | PartDeltaEvent):
-            yield from self._delta(event)
-        elif isinstance(event, FunctionToolCallEvent):
-            yield from self._call(event)
-        elif isinstance(event, FunctionToolResultEvent):
-            yield self._result(event)
-
-    @staticmethod
-    def _delta(event: PartStartEvent | PartDeltaEvent) -> Iterator[AgentEvent]:
-        # A part's first chunk arrives in its start event, the rest as deltas.
-        content = event.part if isinstance(event, PartStartEvent) else event.delta
-        if isinstance(content, ThinkingPart) and content.content:
-            yield ReasoningDelta(content.content)
-        elif isinstance(content, ThinkingPartDelta) and content.content_delta:
-            yield ReasoningDelta(content.content_delta)
-        elif isinstance(content, TextPart) and content.content:
-            yield ContentDelta(content.content)
-        elif isinstance(content, TextPartDelta) and content.content_delta:
-            yield ContentDelta(content.content_delta)
-
-    def _call(self, event: FunctionToolCallEvent) -> Iterator[AgentEvent]:
-        part = event.part
-        # A call that needs approval and wasn't decided yet will pause the run instead of executing:
-        # it is announced by ApprovalRequired, and started for real when the run resumes.
-        if part.tool_name in self.approval_tools and part.tool_call_id not in self.decided:
-            return
-        self.started[part.tool_call_id] = time.perf_counter()
-        yield ToolStart(part.tool_call_id, part.tool_name, part.args_as_json_str())
-
-    def _result(self, event: FunctionToolResultEvent) -> ToolEnd:
-        part = event.part
-        started = self.started.pop(part.tool_call_id, None)
-        duration_ms = int((time.perf_counter() - started) * 1000) if started is not None else 0
-        self.tool_ms += duration_ms
-        result = part.model_response_str(wrap_if_error=False)
-        return ToolEnd(part.tool_call_id, part.tool_name, result, duration_ms, part.outcome != "success")
-
-
-def _usage(result: AgentRunResult[Any], tool_ms: int) -> Usage:
-    usage = result.usage
-    return Usage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=usage.output_reasoning_tokens,
-        model_calls=usage.requests,
-        tool_ms=tool_ms,
-    )
-
-
-def _ending(ctx: AgentContext, result: AgentRunResult[Any], tool_ms: int) -> Finished | ApprovalRequired:
-    output = result.output
-    if isinstance(output, DeferredToolRequests):
-        pause = _next_approval(_paused_state(result, output))
-        if pause is None:
-            raise RuntimeError("the agent paused without a tool call to approve")
-        return pause
-    usage = _usage(result, tool_ms)
-    followups = demo_followups(ctx.input)
-    if isinstance(output, str):
-        return Finished(output=output, followups=followups, usage=usage)
-    return Finished(output=json.dumps(output), output_json=output, followups=followups, usage=usage)
+    prompt: _Prompt | None
+    history: list[ModelMessage]
+    history_len: int
+    results: DeferredToolResults | None = None
 
 
 @dataclass(slots=True)
@@ -255,52 +158,105 @@ class PydanticAgent:
 
     info: AgentInfo
     agent: PydanticAIAgent[None, Any]
+    catalog: ModelCatalog
+    model_ref: ModelRef
+
+    def resolve(self, options: Options) -> tuple[ModelRef, Model]:
+        ref = self.catalog.parse(options.model, options.provider, self.model_ref)
+        return ref, self.catalog.model(ref)
 
     async def run(self, ctx: AgentContext) -> AsyncGenerator[AgentEvent, None]:
-        state = _decided_state(ctx) if ctx.decision else None
-        if state is not None and (pause := _next_approval(state)) is not None:
+        state = conversation.decided_state(ctx) if ctx.decision else None
+        if state is not None and (pause := conversation.next_approval(state)) is not None:
             yield pause
             return
-        decided = frozenset(state["decisions"]) if state else frozenset[str]()
-        mapper = _EventMapper(frozenset(self.info.approval_tools), decided)
-        ending: Finished | ApprovalRequired | None = None
-        async with self._events(ctx.input, state) as events:
-            async for event in events:
-                if isinstance(event, AgentRunResultEvent):
-                    ending = _ending(ctx, event.result, mapper.tool_ms)
-                    break
-                for mapped in mapper.map(event):
-                    yield mapped
-        if ending is None:
-            raise RuntimeError("the pydantic-ai run ended without a result")
-        yield ending
+        ref, model = self.resolve(ctx.input.options)
+        turn = await self._turn(ctx, state)
+        mapper = EventMapper(
+            frozenset(self.info.approval_tools), frozenset(state["decisions"] if state else ())
+        )
+        result: AgentRunResult[Any] | None = None
+        try:
+            async with self._events(ctx.input, model, turn) as events:
+                async for event in events:
+                    if isinstance(event, AgentRunResultEvent):
+                        result = event.result
+                        break
+                    for mapped in mapper.map(event):
+                        yield mapped
+            if result is None:
+                raise RuntimeError("the pydantic-ai run ended without a result")
+            yield await self._ending(ctx, model, result, turn.history_len, mapper.tool_ms)
+        except Exception as exc:
+            failure = _failure(exc, str(ref))
+            if failure is None:
+                raise
+            raise failure from exc
 
-    def _events(
-        self, run_input: RunInput, state: dict[str, Any] | None
-    ) -> AbstractAsyncContextManager[AgentRunEvents[Any]]:
-        prompt, history, results = _continuation(run_input, state)
-        options = run_input.options
+    async def _turn(self, ctx: AgentContext, state: dict[str, Any] | None) -> _Turn:
+        if state is not None:
+            history, results = conversation.resumption(state)
+            return _Turn(None, history, state["history_len"], results)
+        history = conversation.session_history(await ctx.history())
+        return _Turn(_prompt(ctx.input), history, len(history))
+
+    def _events(self, run_input: RunInput, model: Model, turn: _Turn) -> Any:
         return self.agent.run_stream_events(
-            prompt,
-            message_history=history,
-            deferred_tool_results=results,
+            turn.prompt,
+            message_history=turn.history or None,
+            deferred_tool_results=turn.results,
             output_type=_output_type(run_input),
-            model=_model(options.model, options.provider) if options.model else None,
-            instructions=options.system_prompt or None,
-            model_settings=_settings(options),
+            model=model,
+            instructions=run_input.options.system_prompt or None,
+            model_settings=_settings(run_input.options),
         )
 
+    async def _ending(
+        self, ctx: AgentContext, model: Model, result: AgentRunResult[Any], history_len: int, tool_ms: int
+    ) -> Finished | ApprovalRequired:
+        output = result.output
+        if isinstance(output, DeferredToolRequests):
+            pause = conversation.next_approval(conversation.paused_state(result, output, history_len))
+            if pause is None:
+                raise RuntimeError("the agent paused without a tool call to approve")
+            return pause
+        usage = usage_of(result, tool_ms)
+        suggested: tuple[str, ...] = ()
+        if ctx.input.generate_followups:
+            suggested, extra = await followups.suggest(
+                model, result.all_messages(), _settings(ctx.input.options)
+            )
+            followups.add_usage(usage, extra)
+        messages = conversation.dump(result.all_messages()[history_len:])
+        if isinstance(output, str):
+            return Finished(output=output, followups=suggested, usage=usage, messages=messages)
+        return Finished(
+            output=json.dumps(output), output_json=output, followups=suggested, usage=usage, messages=messages
+        )
 
-def build_pydantic_agent(spec: AgentSpec) -> Agent:
-    tools = [_tool(name, name in spec.approval_tools) for name in spec.tools]
+    async def delegate(self, instruction: str, ctx: RunContext[Any]) -> str:
+        """Run this agent as a team member on one instruction, within the team's run and usage."""
+        _, model = self.resolve(Options())
+        result = await self.agent.run(instruction, model=model, output_type=str, usage=ctx.usage)
+        return str(result.output)
+
+
+def _team_tools(members: Sequence[PydanticAgent]) -> list[Tool[Any]]:
+    return [teams.member_tool(m.info.id, m.info.name, m.info.description, m.delegate) for m in members]
+
+
+def build_pydantic_agent(
+    spec: AgentSpec, catalog: ModelCatalog, members: Sequence[PydanticAgent] = ()
+) -> Agent:
+    tools: list[Tool[Any]] = [_tool(name, name in spec.approval_tools) for name in spec.tools]
     agent: PydanticAIAgent[None, Any] = PydanticAIAgent(
-        _model(spec.model),
+        None,
         instructions=spec.instructions or None,
-        tools=tools,
+        tools=[*tools, *_team_tools(members)],
         output_type=[str, DeferredToolRequests],
         name=spec.id,
-        # A provider's package or API key is checked when a run uses it, so one agent whose
-        # provider is unavailable here fails its runs instead of stopping the whole service.
-        defer_model_check=True,
+        model_settings=_settings(
+            Options(temperature=spec.options.temperature, max_tokens=spec.options.max_tokens)
+        ),
     )
-    return PydanticAgent(spec.info(), agent)
+    return PydanticAgent(spec.info(), agent, catalog, catalog.parse(spec.model))

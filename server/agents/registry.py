@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from server.agents.base import Agent, AgentInfo
 from server.agents.plain import PLAIN_AGENTS, SlowAgent
+from server.agents.providers import DEMO, ModelCatalog, ModelRef, ModelRefError, ProviderSpec
 from server.agents.tools import TOOLS
 
 DEFAULT_AGENTS_FILE = Path(__file__).with_name("agents.yaml")
@@ -19,6 +20,15 @@ DEFAULT_AGENTS_FILE = Path(__file__).with_name("agents.yaml")
 
 class AgentConfigError(ValueError):
     """agents.yaml is unreadable or invalid."""
+
+
+class DefaultOptions(BaseModel):
+    """An agent's sampling defaults; a run's options override them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
 
 
 class AgentSpec(BaseModel):
@@ -36,6 +46,7 @@ class AgentSpec(BaseModel):
     instructions: str = ""
     tools: tuple[str, ...] = ()
     approval_tools: tuple[str, ...] = ()
+    options: DefaultOptions = DefaultOptions()
     is_team: bool = False
     members: tuple[str, ...] = ()
 
@@ -43,6 +54,10 @@ class AgentSpec(BaseModel):
     def _check(self) -> AgentSpec:
         if self.runtime == "python" and self.impl is None:
             raise ValueError("runtime python needs `impl` (one of echo, tools, approval, slow)")
+        if self.is_team and (self.runtime != "pydantic-ai" or not self.members):
+            raise ValueError("a team needs runtime pydantic-ai and at least one of `members`")
+        if self.members and not self.is_team:
+            raise ValueError("`members` is only for agents with is_team: true")
         unknown = [t for t in (*self.tools, *self.approval_tools) if t not in TOOLS]
         if unknown:
             raise ValueError(f"unknown tool(s) {unknown}; built-in tools are {sorted(TOOLS)}")
@@ -64,15 +79,45 @@ class AgentSpec(BaseModel):
         )
 
 
-def _build(spec: AgentSpec) -> Agent:
+def _build(spec: AgentSpec, catalog: ModelCatalog, built: dict[str, Agent]) -> Agent:
     if spec.runtime == "python":
         assert spec.impl is not None
         if spec.impl == "slow":
             return SlowAgent(spec.info(), **spec.params)
         return PLAIN_AGENTS[spec.impl](spec.info())
-    from server.agents.pydantic_agent import build_pydantic_agent
+    from server.agents.pydantic_agent import PydanticAgent, build_pydantic_agent
 
-    return build_pydantic_agent(spec)
+    members = [built[m] for m in spec.members]
+    assert all(isinstance(m, PydanticAgent) for m in members)
+    return build_pydantic_agent(spec, catalog, members)  # type: ignore[arg-type]
+
+
+def _check_members(path: Path, specs: dict[str, AgentSpec]) -> None:
+    for spec in specs.values():
+        for member_id in spec.members:
+            member = specs.get(member_id)
+            problem = (
+                "is not an agent in this file"
+                if member is None
+                else "is a team (teams do not nest)"
+                if member.is_team
+                else "must have runtime pydantic-ai"
+                if member.runtime != "pydantic-ai"
+                else "has approval_tools (a member cannot pause its team's run)"
+                if member.approval_tools
+                else ""
+            )
+            if problem:
+                raise AgentConfigError(f"{path}: agent {spec.id!r}, field 'members': {member_id!r} {problem}")
+
+
+def _model_ref(path: Path, spec: AgentSpec, catalog: ModelCatalog) -> ModelRef:
+    if spec.runtime == "python":
+        return DEMO
+    try:
+        return catalog.parse(spec.model)
+    except ValueError as exc:
+        raise AgentConfigError(f"{path}: agent {spec.id!r}, field 'model': {exc}") from None
 
 
 def _describe(path: Path, raw: list[Any], error: ValidationError) -> str:
@@ -91,14 +136,22 @@ def _describe(path: Path, raw: list[Any], error: ValidationError) -> str:
 
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    providers: dict[str, ProviderSpec] = Field(default_factory=dict)
     agents: list[AgentSpec]
 
 
 class AgentRegistry:
-    """The configured agents, in file order."""
+    """The configured agents, in file order, and the providers their models use."""
 
-    def __init__(self, agents: list[Agent]) -> None:
+    def __init__(
+        self,
+        agents: list[Agent],
+        catalog: ModelCatalog | None = None,
+        models: dict[str, ModelRef] | None = None,
+    ) -> None:
         self._agents = {a.info.id: a for a in agents}
+        self.catalog = catalog or ModelCatalog()
+        self._models = models or {}
 
     @classmethod
     def load(cls, path: Path = DEFAULT_AGENTS_FILE) -> AgentRegistry:
@@ -111,15 +164,32 @@ class AgentRegistry:
             parsed = _File.model_validate(data)
         except ValidationError as exc:
             raise AgentConfigError(_describe(path, raw if isinstance(raw, list) else [], exc)) from None
-        seen: set[str] = set()
+        specs: dict[str, AgentSpec] = {}
         for spec in parsed.agents:
-            if spec.id in seen:
+            if spec.id in specs:
                 raise AgentConfigError(f"{path}: agent {spec.id!r}, field 'id': duplicate agent id")
-            seen.add(spec.id)
+            specs[spec.id] = spec
+        _check_members(path, specs)
+        catalog = ModelCatalog(parsed.providers)
+        models = {spec.id: _model_ref(path, spec, catalog) for spec in parsed.agents}
+        built: dict[str, Agent] = {}
+        # Members before teams, which hold on to them; file order otherwise.
+        for spec in sorted(parsed.agents, key=lambda s: s.is_team):
+            try:
+                built[spec.id] = _build(spec, catalog, built)
+            except (ValueError, TypeError) as exc:
+                raise AgentConfigError(f"{path}: agent {spec.id!r}: {exc}") from exc
+        return cls([built[spec.id] for spec in parsed.agents], catalog, models)
+
+    def check(self, agent_id: str, model: str, provider: str) -> list[tuple[str, str]]:
+        """Problems with a run's model overrides, as (field, description) pairs."""
+        if not model and not provider:
+            return []
         try:
-            return cls([_build(spec) for spec in parsed.agents])
-        except (ValueError, TypeError) as exc:
-            raise AgentConfigError(f"{path}: {exc}") from exc
+            self.catalog.parse(model, provider, self._models.get(agent_id, DEMO))
+        except ModelRefError as exc:
+            return [(f"input.options.{exc.field}", str(exc))]
+        return []
 
     def get(self, agent_id: str) -> Agent | None:
         return self._agents.get(agent_id)

@@ -17,7 +17,7 @@ from server.agents.registry import AgentRegistry
 from server.engine.hub import Hub, Subscription
 from server.engine.runner import Runner
 from server.engine.streams import follow
-from server.errors import AlreadyExists, FailedPrecondition, NotFound
+from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.store.records import (
     CANCELLED,
     ERROR,
@@ -106,6 +106,10 @@ class Engine:
         callers that wait for the outcome anyway, a run this process has room for is stored already
         leased to it and starts at once, without a trip through the queue."""
         agent = self.agent(sub.agent_id)
+        options = sub.input.get("options", {})
+        problems = self.agents.check(sub.agent_id, options.get("model", ""), options.get("provider", ""))
+        if problems:
+            raise InvalidArgument.fields(problems)
         new = NewRun(
             id=run_id or str(uuid.uuid4()),
             agent_id=sub.agent_id,
@@ -314,15 +318,17 @@ class Engine:
             self._wake.clear()
             free = self.settings.workers - len(self._runners) - self._reserved if self._accepting else 0
             claimed: list[RunRecord] = []
+            waiting = False
             if free > 0:
                 self._reserved += free  # a submission must not take a slot this claim may fill
                 try:
-                    claimed = await self.store.claim(self.owner, free, self.settings.lease_s)
+                    claimed, waiting = await self.store.claim(self.owner, free, self.settings.lease_s)
                 except Exception:
                     log.exception("claiming runs failed")
                 finally:
                     self._reserved -= free
-            self._backlog = free <= 0 or len(claimed) == free
+            # With a backlog (or runs waiting for their session) a finishing run wakes this loop.
+            self._backlog = free <= 0 or len(claimed) == free or waiting
             for run in claimed:
                 await self._launch(run)
             if free > 0 and len(claimed) == free:

@@ -15,10 +15,12 @@ from server.agents.base import (
     Agent,
     AgentContext,
     AgentEvent,
+    AgentFailure,
     ApprovalRequired,
     ContentDelta,
     Decision,
     Finished,
+    PriorTurn,
     ReasoningDelta,
     ToolEnd,
     ToolStart,
@@ -142,6 +144,10 @@ class Runner:
             if self.stop_reason == "release":
                 return self._released()
             return self._cancelled()
+        except AgentFailure as exc:
+            log.info("run %s: agent %s failed: %s %s", self.run.id, self.agent.info.id, exc.reason, exc)
+            await self._close_open_calls(f"the agent failed: {exc.message}")
+            return self._failed(exc.reason, exc.message)
         except Exception as exc:
             log.info("run %s: agent %s failed: %r", self.run.id, self.agent.info.id, exc)
             await self._close_open_calls(f"the agent failed: {exc}")
@@ -176,7 +182,15 @@ class Runner:
             attempt=run.attempt,
             state=run.agent_state,
             decision=decision,
+            history=self._history,
         )
+
+    async def _history(self) -> list[PriorTurn]:
+        prior = await self.store.session_history(self.run.session_id, self.run.number)
+        return [
+            PriorTurn(p.input.get("message", ""), (p.result or {}).get("output", ""), p.messages)
+            for p in prior
+        ]
 
     async def _record(self, event: AgentEvent) -> None:
         t = self._transcript
@@ -252,6 +266,7 @@ class Runner:
             STOP,
             {"state": COMPLETED, "followups": list(event.followups)},
             result=result,
+            messages=event.messages,
         )
 
     def _failed(self, reason: str, message: str) -> Outcome:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import JSON, Column, Connection, Engine, inspect, select, text
 from sqlmodel import SQLModel
 
 from server.store.tables import SCHEMA_VERSION
@@ -15,7 +15,18 @@ def _v1_initial(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
+def _add_column(conn: Connection, table: str, column: Column[object]) -> None:
+    # v1 creates the current tables, so a fresh database already has the column.
+    if column.name not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
+
+
+def _v2_run_messages(conn: Connection) -> None:
+    _add_column(conn, "run", Column("messages", JSON(none_as_null=True), nullable=True))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_messages]
 
 
 def _apply(conn: Connection) -> None:

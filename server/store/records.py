@@ -50,6 +50,7 @@ class RunRecord:
     agent_state: dict[str, Any] | None = None
     resume: dict[str, Any] | None = None
     request_hash: str | None = None
+    messages: list[dict[str, Any]] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -89,6 +90,15 @@ class NewRun:
     extras: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PriorRun:
+    """A completed earlier run of a session, as the next run's history needs it."""
+
+    input: dict[str, Any]
+    result: dict[str, Any] | None
+    messages: list[dict[str, Any]] | None
+
+
 @dataclass(slots=True)
 class RunFilter:
     org_id: str | None = None
@@ -114,5 +124,7 @@ class Outcome:
     # Set as given (None clears it): an action is pending only while PAUSED.
     pending_action: dict[str, Any] | None = None
     agent_state: dict[str, Any] | None = None
+    # The run's model conversation, for the next runs of its session.
+    messages: list[dict[str, Any]] | None = None
     # Back to the queue for another attempt (attempt + 1).
     release: bool = False

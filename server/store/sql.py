@@ -24,6 +24,7 @@ from server.store.records import (
     EventRecord,
     NewRun,
     Outcome,
+    PriorRun,
     RunFilter,
     RunRecord,
 )
@@ -108,7 +109,11 @@ class SqlStore:
 
         def op(tx: Tx) -> tuple[RunRecord, bool]:
             # Runs already waiting go first: a new run skips the queue only when it is empty.
-            queue_empty = lease is not None and tx.conn.execute(st.ANY_QUEUED).first() is None
+            queue_empty = (
+                lease is not None
+                and tx.conn.execute(st.ANY_QUEUED).first() is None
+                and tx.conn.execute(st.SESSION_BUSY, {"sid": new.session_id}).first() is None
+            )
             row = tx.conn.execute(
                 self._insert_run_ignore if new.idempotency_key else st.INSERT_RUN,
                 leased if queue_empty else values,
@@ -128,15 +133,17 @@ class SqlStore:
 
     # ---- the queue ----------------------------------------------------------------------
 
-    async def claim(self, owner: str, limit: int, lease_s: float) -> list[RunRecord]:
-        """Lease up to `limit` of the oldest QUEUED runs to `owner` (SKIP LOCKED where supported)."""
-        if limit <= 0:
-            return []
+    async def claim(self, owner: str, limit: int, lease_s: float) -> tuple[list[RunRecord], bool]:
+        """Lease up to `limit` of the oldest claimable QUEUED runs to `owner` (SKIP LOCKED where
+        supported). Also says whether queued runs remain that could not be claimed (they wait for an
+        earlier run of their session)."""
 
-        def op(tx: Tx) -> list[RunRecord]:
+        def op(tx: Tx) -> tuple[list[RunRecord], bool]:
             now = time.time()
             params = {"owner": owner, "until": now + lease_s, "now": now, "lim": limit}
-            return sorted((_record(r) for r in tx.conn.execute(st.CLAIM, params)), key=lambda r: r.number)
+            runs = sorted((_record(r) for r in tx.conn.execute(st.CLAIM, params)), key=lambda r: r.number)
+            waiting = len(runs) < limit and tx.conn.execute(st.ANY_QUEUED).first() is not None
+            return runs, waiting
 
         return await self._writer.call(op)
 
@@ -216,6 +223,7 @@ class SqlStore:
             "v_error_reason": outcome.error_reason,
             "v_error_message": outcome.error_message,
             "v_agent_state": outcome.agent_state,
+            "v_messages": outcome.messages,
         }
 
         def op(tx: Tx) -> RunRecord | None:
@@ -306,6 +314,13 @@ class SqlStore:
             select(func.count()).select_from(RUN).where(*conditions),
         )
         return [_record(r) for r in rows], int(count[0][0])
+
+    async def session_history(self, session_id: str, before_number: int, limit: int = 100) -> list[PriorRun]:
+        """The latest `limit` completed runs of a session before run `before_number`, oldest first."""
+        [rows] = await self._fetch(
+            (st.SESSION_HISTORY, {"sid": session_id, "before": before_number, "lim": limit})
+        )
+        return [PriorRun(r.input, r.result, r.messages) for r in reversed(rows)]
 
     async def list_events(self, run_id: str, after_seq: int, limit: int) -> list[EventRecord]:
         [rows] = await self._fetch((st.EVENTS_AFTER, {"rid": run_id, "after": after_seq, "lim": limit}))

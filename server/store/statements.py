@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    exists,
     func,
     insert,
     or_,
@@ -22,11 +23,33 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-from server.store.records import QUEUED, RUNNING
+from server.store.records import COMPLETED, PAUSED, QUEUED, RUNNING
 from server.store.tables import RUN, RUN_EVENT
 
 # What reads of a run return: everything but the columns only the engine needs.
-VIEW = [c for c in RUN.c if c.name not in ("agent_state", "resume", "request_hash")]
+VIEW = [c for c in RUN.c if c.name not in ("agent_state", "resume", "request_hash", "messages")]
+ACTIVE = (QUEUED, RUNNING, PAUSED)
+
+# Runs of one session execute one at a time, in submission order: a run waits while an earlier run
+# of its session is queued, running or paused.
+_prior = RUN.alias("prior")
+_SESSION_FREE = ~exists().where(
+    _prior.c.session_id == RUN.c.session_id, _prior.c.number < RUN.c.number, _prior.c.state.in_(ACTIVE)
+)
+SESSION_BUSY = (
+    select(RUN.c.number).where(RUN.c.session_id == bindparam("sid"), RUN.c.state.in_(ACTIVE)).limit(1)
+)
+# The session's latest completed runs (the caller puts them back in order).
+SESSION_HISTORY = (
+    select(RUN.c.input, RUN.c.result, RUN.c.messages)
+    .where(
+        RUN.c.session_id == bindparam("sid"),
+        RUN.c.number < bindparam("before"),
+        RUN.c.state == COMPLETED,
+    )
+    .order_by(RUN.c.number.desc())
+    .limit(bindparam("lim"))
+)
 
 INSERT_RUN = insert(RUN).returning(*RUN.c)
 INSERT_EVENT = insert(RUN_EVENT)
@@ -63,7 +86,7 @@ ADVANCE = (
 
 _oldest_queued = (
     select(RUN.c.number)
-    .where(RUN.c.state == QUEUED)
+    .where(RUN.c.state == QUEUED, _SESSION_FREE)
     .order_by(RUN.c.number)
     .limit(bindparam("lim"))
     .with_for_update(skip_locked=True)
@@ -123,6 +146,7 @@ TRANSITION = (
         error_reason=_keep_unless("error_reason"),
         error_message=_keep_unless("error_message"),
         agent_state=_keep_unless("agent_state"),
+        messages=_keep_unless("messages"),
     )
     .returning(*RUN.c)
 )

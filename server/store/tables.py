@@ -41,6 +41,8 @@ class RunRow(SQLModel, table=True):
     pending_action: dict[str, Any] | None = _json()
     # Opaque agent state stored at a pause so the run can resume in any process.
     agent_state: dict[str, Any] | None = _json()
+    # The run's model conversation, kept for the later runs of its session.
+    messages: list[dict[str, Any]] | None = _json()
     # The decision the next attempt hands to the agent (set by Continue, cleared when claimed).
     resume: dict[str, Any] | None = _json()
     decisions: list[dict[str, Any]] | None = _json()

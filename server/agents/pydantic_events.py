@@ -1,0 +1,82 @@
+"""pydantic-ai's stream events as engine events, with tool calls timed on the way."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    FunctionToolCallEvent,
+    FunctionToolResultEvent,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+    ThinkingPart,
+    ThinkingPartDelta,
+)
+from pydantic_ai.run import AgentRunResult
+
+from server.agents.base import AgentEvent, ContentDelta, ReasoningDelta, ToolEnd, ToolStart, Usage
+
+
+@dataclass(slots=True)
+class EventMapper:
+    """Maps one run's pydantic-ai stream events onto engine events, timing tool calls on the way."""
+
+    approval_tools: frozenset[str]
+    decided: frozenset[str]
+    started: dict[str, float] = field(default_factory=dict)
+    tool_ms: int = 0
+
+    def map(self, event: AgentStreamEvent) -> Iterator[AgentEvent]:
+        if isinstance(event, PartStartEvent | PartDeltaEvent):
+            yield from self._delta(event)
+        elif isinstance(event, FunctionToolCallEvent):
+            yield from self._call(event)
+        elif isinstance(event, FunctionToolResultEvent):
+            yield self._result(event)
+
+    @staticmethod
+    def _delta(event: PartStartEvent | PartDeltaEvent) -> Iterator[AgentEvent]:
+        # A part's first chunk arrives in its start event, the rest as deltas.
+        content = event.part if isinstance(event, PartStartEvent) else event.delta
+        if isinstance(content, ThinkingPart) and content.content:
+            yield ReasoningDelta(content.content)
+        elif isinstance(content, ThinkingPartDelta) and content.content_delta:
+            yield ReasoningDelta(content.content_delta)
+        elif isinstance(content, TextPart) and content.content:
+            yield ContentDelta(content.content)
+        elif isinstance(content, TextPartDelta) and content.content_delta:
+            yield ContentDelta(content.content_delta)
+
+    def _call(self, event: FunctionToolCallEvent) -> Iterator[AgentEvent]:
+        part = event.part
+        # A call that needs approval and wasn't decided yet will pause the run instead of executing:
+        # it is announced by ApprovalRequired, and started for real when the run resumes.
+        if part.tool_name in self.approval_tools and part.tool_call_id not in self.decided:
+            return
+        self.started[part.tool_call_id] = time.perf_counter()
+        yield ToolStart(part.tool_call_id, part.tool_name, part.args_as_json_str())
+
+    def _result(self, event: FunctionToolResultEvent) -> ToolEnd:
+        part = event.part
+        started = self.started.pop(part.tool_call_id, None)
+        duration_ms = int((time.perf_counter() - started) * 1000) if started is not None else 0
+        self.tool_ms += duration_ms
+        result = part.model_response_str(wrap_if_error=False)
+        return ToolEnd(part.tool_call_id, part.tool_name, result, duration_ms, part.outcome != "success")
+
+
+def usage_of(result: AgentRunResult[Any], tool_ms: int) -> Usage:
+    usage = result.usage
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.output_reasoning_tokens,
+        model_calls=usage.requests,
+        tool_ms=tool_ms,
+    )
