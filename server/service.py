@@ -68,7 +68,7 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
 
     @unary
     async def Run(self, request: pb.RunRequest, context: Ctx) -> pb.RunResponse:
-        submission = validation.submission(request)
+        submission = await validation.submission(request)
         if request.wait:
             run = await self.engine.submit_and_wait(submission)
         else:
@@ -84,7 +84,7 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
             validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
             events = self.engine.events(run, request.after_seq)
         else:
-            events = self.engine.submit_and_follow(validation.submission(request.run, prefix="run."))
+            events = self.engine.submit_and_follow(await validation.submission(request.run, prefix="run."))
         async with contextlib.aclosing(events):
             async for event in events:
                 yield pb.StreamRunResponse(event=event_to_proto(event))

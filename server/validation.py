@@ -8,15 +8,19 @@ import hashlib
 from collections.abc import Iterable
 
 from agentrun.v1 import run_pb2, run_service_pb2
+from google.protobuf import json_format
 
+from server.agents.schema_output import schema_problem
 from server.convert import STATE_NAME, input_from_proto
 from server.engine.engine import Submission
 from server.engine.inputs import run_input_to_dict
 from server.errors import InvalidArgument
+from server.urlpolicy import url_problem
 
 MAX_BATCH_IDS = 100
 MAX_PAGE_SIZE = 1000
 MAX_MESSAGE_CHARS = 1_000_000
+MAX_MEDIA_ITEMS = 16
 
 
 class Violations:
@@ -37,8 +41,50 @@ def require(ok: bool, field: str, description: str) -> None:
         raise InvalidArgument.fields([(field, description)])
 
 
-def submission(req: run_service_pb2.RunRequest, prefix: str = "") -> Submission:
+async def submission(req: run_service_pb2.RunRequest, prefix: str = "") -> Submission:
+    """A checked submission; INVALID_ARGUMENT lists every bad field."""
     v = Violations()
+    _check_request(v, req, prefix)
+    await _check_media_urls(v, req.input, prefix)
+    v.raise_if_any()
+    return Submission(
+        agent_id=req.agent_id,
+        input=run_input_to_dict(input_from_proto(req.input)),
+        session_id=req.session_id,
+        user_id=req.user_id,
+        org_id=req.org_id,
+        timeout_s=req.timeout.seconds + req.timeout.nanos / 1e9 or None,
+        idempotency_key=req.idempotency_key,
+        request_hash=request_hash(req) if req.idempotency_key else "",
+        webhook_url=req.webhook_url,
+        extras=dict(req.metadata) if req.HasField("metadata") else None,
+    )
+
+
+def _check_media(v: Violations, run_input: run_pb2.RunInput, prefix: str) -> None:
+    v.check(
+        len(run_input.media) <= MAX_MEDIA_ITEMS, f"{prefix}input.media", f"at most {MAX_MEDIA_ITEMS} items"
+    )
+    for i, media in enumerate(run_input.media):
+        where = f"{prefix}input.media[{i}]"
+        v.check("/" in media.type, f"{where}.type", "required: a MIME type such as image/png")
+        if media.data.startswith(("http://", "https://")):
+            continue
+        try:
+            ok = bool(media.data) and bool(base64.b64decode(media.data, validate=True))
+        except (binascii.Error, ValueError):
+            ok = False
+        v.check(ok, f"{where}.data", "must be base64 content or an http(s) URL")
+
+
+async def _check_media_urls(v: Violations, run_input: run_pb2.RunInput, prefix: str) -> None:
+    for i, media in enumerate(run_input.media):
+        if media.data.startswith(("http://", "https://")):
+            problem = await url_problem(media.data)
+            v.check(problem is None, f"{prefix}input.media[{i}].data", f"URL {problem}")
+
+
+def _check_request(v: Violations, req: run_service_pb2.RunRequest, prefix: str) -> None:
     v.check(bool(req.agent_id), f"{prefix}agent_id", "required")
     message = req.input.message
     v.check(bool(message.strip()), f"{prefix}input.message", "must not be empty")
@@ -47,9 +93,7 @@ def submission(req: run_service_pb2.RunRequest, prefix: str = "") -> Submission:
         f"{prefix}input.message",
         f"longer than {MAX_MESSAGE_CHARS} characters",
     )
-    for i, media in enumerate(req.input.media):
-        v.check(bool(media.type), f"{prefix}input.media[{i}].type", "required (a MIME type)")
-        v.check(bool(media.data), f"{prefix}input.media[{i}].data", "required (base64 or an http(s) URL)")
+    _check_media(v, req.input, prefix)
     options = req.input.options
     if options.HasField("temperature"):
         v.check(
@@ -66,6 +110,8 @@ def submission(req: run_service_pb2.RunRequest, prefix: str = "") -> Submission:
             f"{prefix}input.json_schema",
             "only allowed with response_format JSON",
         )
+        problem = schema_problem(json_format.MessageToDict(req.input.json_schema))
+        v.check(problem is None, f"{prefix}input.json_schema", problem or "")
     timeout = req.timeout.seconds + req.timeout.nanos / 1e9
     v.check(timeout >= 0, f"{prefix}timeout", "must not be negative")
     v.check(len(req.idempotency_key) <= 256, f"{prefix}idempotency_key", "longer than 256 characters")
@@ -76,19 +122,6 @@ def submission(req: run_service_pb2.RunRequest, prefix: str = "") -> Submission:
             f"{prefix}webhook_url",
             "must be an http(s) URL",
         )
-    v.raise_if_any()
-    return Submission(
-        agent_id=req.agent_id,
-        input=run_input_to_dict(input_from_proto(req.input)),
-        session_id=req.session_id,
-        user_id=req.user_id,
-        org_id=req.org_id,
-        timeout_s=timeout or None,
-        idempotency_key=req.idempotency_key,
-        request_hash=request_hash(req) if req.idempotency_key else "",
-        webhook_url=req.webhook_url,
-        extras=dict(req.metadata) if req.HasField("metadata") else None,
-    )
 
 
 def request_hash(req: run_service_pb2.RunRequest) -> str:

@@ -13,6 +13,7 @@ import pytest
 from agentrun.v1 import run_pb2, run_service_pb2_grpc
 from agentrun.v1 import run_service_pb2 as pb
 
+from server.agents.registry import DEFAULT_AGENTS_FILE
 from server.app import RunningServer, running
 from server.engine.engine import EngineSettings
 from server.settings import Settings
@@ -20,10 +21,11 @@ from server.settings import Settings
 FAST = EngineSettings(lease_s=2.0, sweep_interval_s=0.3, poll_interval_s=0.2, cancel_grace_s=2.0)
 
 
-def test_settings(database_url: str, **engine: Any) -> Settings:
+def test_settings(database_url: str, agents_file: Path | None = None, **engine: Any) -> Settings:
     return Settings(
         listen="127.0.0.1:0",
         database_url=database_url,
+        agents_file=agents_file or DEFAULT_AGENTS_FILE,
         shutdown_grace_s=1.0,
         log_level="WARNING",
         engine=dataclasses.replace(FAST, **engine),
@@ -59,8 +61,9 @@ class Launcher:
     database_url: str
     stack: Any
 
-    async def __call__(self, **engine: Any) -> Harness:
-        server = await self.stack.enter_async_context(running(test_settings(self.database_url, **engine)))
+    async def __call__(self, agents_file: Path | None = None, **engine: Any) -> Harness:
+        settings = test_settings(self.database_url, agents_file, **engine)
+        server = await self.stack.enter_async_context(running(settings))
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         self.stack.push_async_callback(channel.close)
         return Harness(server, channel, run_service_pb2_grpc.RunServiceStub(channel))

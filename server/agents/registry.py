@@ -125,7 +125,10 @@ def _describe(path: Path, raw: list[Any], error: ValidationError) -> str:
     for item in error.errors():
         loc = list(item["loc"])
         where = ""
-        if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
+        if len(loc) >= 2 and loc[0] == "providers":
+            field = ".".join(str(p) for p in loc[2:]) or "(entry)"
+            where = f"provider {loc[1]!r}, field {field!r}: "
+        elif len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
             entry = raw[loc[1]] if loc[1] < len(raw) else {}
             agent = entry.get("id", f"#{loc[1] + 1}") if isinstance(entry, dict) else f"#{loc[1] + 1}"
             field = ".".join(str(p) for p in loc[2:]) or "(entry)"
