@@ -21,7 +21,7 @@ from server.settings import Settings
 FAST = EngineSettings(lease_s=2.0, sweep_interval_s=0.3, poll_interval_s=0.2, cancel_grace_s=2.0)
 
 
-def test_settings(database_url: str, agents_file: Path | None = None, **engine: Any) -> Settings:
+def server_settings(database_url: str, agents_file: Path | None = None, **engine: Any) -> Settings:
     return Settings(
         listen="127.0.0.1:0",
         database_url=database_url,
@@ -62,7 +62,7 @@ class Launcher:
     stack: Any
 
     async def __call__(self, agents_file: Path | None = None, **engine: Any) -> Harness:
-        settings = test_settings(self.database_url, agents_file, **engine)
+        settings = server_settings(self.database_url, agents_file, **engine)
         server = await self.stack.enter_async_context(running(settings))
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         self.stack.push_async_callback(channel.close)
