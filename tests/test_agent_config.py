@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import create_engine, text
 
+from server.agents.providers import BUILTIN_PROVIDERS, ModelCatalog, ModelRef
 from server.agents.registry import AgentConfigError, AgentRegistry
 from server.store.migrations import migrate
 from tests.conftest import Harness, Launcher
@@ -228,3 +229,14 @@ def test_migration_adds_the_messages_column_to_an_older_database(tmp_path: Path)
         versions = list(conn.execute(text("SELECT version FROM schema_version ORDER BY version")).scalars())
     assert "messages" in columns
     assert versions == [1, 2]
+
+
+@pytest.mark.parametrize("provider", sorted(BUILTIN_PROVIDERS))
+def test_every_builtin_provider_builds_its_model(provider: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = BUILTIN_PROVIDERS[provider]
+    if spec.api_key_env:
+        monkeypatch.setenv(spec.api_key_env, "test-key")
+    catalog = ModelCatalog()
+    model = catalog.model(catalog.parse(f"{provider}:some-model"))
+    assert model.model_name == "some-model"
+    assert catalog.model(ModelRef(provider, "some-model")) is model  # built once, reused
