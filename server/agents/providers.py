@@ -123,11 +123,10 @@ class ModelCatalog:
 
     def model(self, ref: ModelRef) -> Model:
         """The model for a reference; AgentFailure(PROVIDER_NOT_CONFIGURED) when its key is missing."""
-        if ref == DEMO:
-            return build_demo_model()
         built = self._models.get(ref)
         if built is None:
-            built = self._models[ref] = _build(ref, self.providers[ref.provider])
+            built = build_demo_model() if ref == DEMO else _build(ref, self.providers[ref.provider])
+            self._models[ref] = built
         return built
 
 
