@@ -125,7 +125,8 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
             if request.HasField("create_time_before")
             else None,
         )
-        runs, total = await self.engine.store.list_runs(flt, before_number=before, limit=size)
+        skip = validation.bounded(request.skip, 0, validation.MAX_SKIP, "skip")
+        runs, total = await self.engine.store.list_runs(flt, before_number=before, limit=size, offset=skip)
         token = validation.encode_token("n", runs[-1].number) if len(runs) == size else ""
         return pb.ListRunsResponse(
             runs=[run_to_proto(r) for r in runs], next_page_token=token, total_size=total

@@ -19,6 +19,7 @@ from server.urlpolicy import url_problem
 
 MAX_BATCH_IDS = 100
 MAX_PAGE_SIZE = 1000
+MAX_SKIP = 100_000
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_MEDIA_ITEMS = 16
 
@@ -147,6 +148,11 @@ def page_size(value: int, default: int, field: str = "page_size") -> int:
     v.check(0 <= value <= MAX_PAGE_SIZE, field, f"must be between 0 and {MAX_PAGE_SIZE}")
     v.raise_if_any()
     return value or default
+
+
+def bounded(value: int, low: int, high: int, field: str) -> int:
+    require(low <= value <= high, field, f"must be between {low} and {high}")
+    return value
 
 
 def states(values: Iterable[int]) -> tuple[str, ...]:

@@ -121,6 +121,8 @@ async def test_list_runs_pages_and_filters(h: Harness) -> None:
     assert len(s1.runs) == 2 and s1.next_page_token == ""
     done = await h.stub.ListRuns(pb.ListRunsRequest(states=[run_pb2.RUN_STATE_FAILED]))
     assert len(done.runs) == 0
+    third = await h.stub.ListRuns(pb.ListRunsRequest(page_size=2, skip=4))  # page 3 by number
+    assert [r.number for r in third.runs] == [min(numbers) - 1] and third.total_size == 5
 
 
 @pytest.mark.parametrize(
@@ -129,6 +131,7 @@ async def test_list_runs_pages_and_filters(h: Harness) -> None:
         (pb.ListRunsRequest(page_token="garbage!"), "page_token"),
         (pb.ListRunsRequest(states=[42]), "states"),  # type: ignore[list-item]
         (pb.ListRunsRequest(page_size=-1), "page_size"),
+        (pb.ListRunsRequest(skip=-1), "skip"),
     ],
 )
 async def test_list_runs_rejects_bad_arguments(h: Harness, request_: pb.ListRunsRequest, field: str) -> None:

@@ -303,14 +303,14 @@ class SqlStore:
         return found
 
     async def list_runs(
-        self, flt: RunFilter, *, before_number: int | None, limit: int
+        self, flt: RunFilter, *, before_number: int | None, limit: int, offset: int = 0
     ) -> tuple[list[RunRecord], int]:
         conditions = _filter_conditions(flt)
         page = select(*st.VIEW).where(*conditions)
         if before_number is not None:
             page = page.where(RUN.c.number < before_number)
         rows, count = await self._fetch(
-            page.order_by(RUN.c.number.desc()).limit(limit),
+            page.order_by(RUN.c.number.desc()).limit(limit).offset(offset),
             select(func.count()).select_from(RUN).where(*conditions),
         )
         return [_record(r) for r in rows], int(count[0][0])

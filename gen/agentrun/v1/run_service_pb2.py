@@ -29,7 +29,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentrun/v1/run_service.proto\x12\x0b\x61gentrun.v1\x1a\x15\x61gentrun/v1/run.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x02\n\nRunRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12$\n\x05input\x18\x02 \x01(\x0b\x32\x15.agentrun.v1.RunInput\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0e\n\x06org_id\x18\x05 \x01(\t\x12\x0c\n\x04wait\x18\x06 \x01(\x08\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x13\n\x0bwebhook_url\x18\t \x01(\t\x12)\n\x08metadata\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\",\n\x0bRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"[\n\x10StreamRunRequest\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.agentrun.v1.RunRequest\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\"9\n\x11StreamRunResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.RunEvent\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"/\n\x0eGetRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"&\n\x13\x42\x61tchGetRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\"O\n\x14\x42\x61tchGetRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.agentrun.v1.Run\x12\x17\n\x0fmissing_run_ids\x18\x02 \x03(\t\"\x85\x02\n\x0fListRunsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.agentrun.v1.RunState\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x35\n\x11\x63reate_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\"_\n\x10ListRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.agentrun.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"~\n\x0f\x43ontinueRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x02 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x15.agentrun.v1.Decision\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"1\n\x10\x43ontinueResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x11\x43\x61ncelRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"\"\n\x10\x44\x65leteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteRunResponse\"`\n\x14ListRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"W\n\x15ListRunEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.agentrun.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentrun.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentrun.v1.Agent2\xc0\t\n\nRunService\x12_\n\x03Run\x12\x17.agentrun.v1.RunRequest\x1a\x18.agentrun.v1.RunResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/agents/{agent_id}/runs:\x01*\x12\x9a\x01\n\tStreamRun\x12\x1d.agentrun.v1.StreamRunRequest\x1a\x1e.agentrun.v1.StreamRunResponse\"L\x82\xd3\xe4\x93\x02\x46\"%/v1/agents/{run.agent_id}/runs:stream:\x01*Z\x1a\x12\x18/v1/runs/{run_id}:stream0\x01\x12\\\n\x06GetRun\x12\x1a.agentrun.v1.GetRunRequest\x1a\x1b.agentrun.v1.GetRunResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs/{run_id}\x12n\n\x0c\x42\x61tchGetRuns\x12 .agentrun.v1.BatchGetRunsRequest\x1a!.agentrun.v1.BatchGetRunsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs:batchGet\x12Y\n\x08ListRuns\x12\x1c.agentrun.v1.ListRunsRequest\x1a\x1d.agentrun.v1.ListRunsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/runs\x12n\n\x08\x43ontinue\x12\x1c.agentrun.v1.ContinueRequest\x1a\x1d.agentrun.v1.ContinueResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/runs/{run_id}:continue:\x01*\x12o\n\tCancelRun\x12\x1d.agentrun.v1.CancelRunRequest\x1a\x1e.agentrun.v1.CancelRunResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/runs/{run_id}:cancel:\x01*\x12\x65\n\tDeleteRun\x12\x1d.agentrun.v1.DeleteRunRequest\x1a\x1e.agentrun.v1.DeleteRunResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/runs/{run_id}\x12x\n\rListRunEvents\x12!.agentrun.v1.ListRunEventsRequest\x1a\".agentrun.v1.ListRunEventsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/runs/{run_id}/events\x12\x61\n\nListAgents\x12\x1e.agentrun.v1.ListAgentsRequest\x1a\x1f.agentrun.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12\x66\n\x08GetAgent\x12\x1c.agentrun.v1.GetAgentRequest\x1a\x1d.agentrun.v1.GetAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/agents/{agent_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentrun/v1/run_service.proto\x12\x0b\x61gentrun.v1\x1a\x15\x61gentrun/v1/run.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x02\n\nRunRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12$\n\x05input\x18\x02 \x01(\x0b\x32\x15.agentrun.v1.RunInput\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0e\n\x06org_id\x18\x05 \x01(\t\x12\x0c\n\x04wait\x18\x06 \x01(\x08\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x13\n\x0bwebhook_url\x18\t \x01(\t\x12)\n\x08metadata\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\",\n\x0bRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"[\n\x10StreamRunRequest\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.agentrun.v1.RunRequest\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\"9\n\x11StreamRunResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.RunEvent\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"/\n\x0eGetRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"&\n\x13\x42\x61tchGetRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\"O\n\x14\x42\x61tchGetRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.agentrun.v1.Run\x12\x17\n\x0fmissing_run_ids\x18\x02 \x03(\t\"\x93\x02\n\x0fListRunsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.agentrun.v1.RunState\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x35\n\x11\x63reate_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\x12\x0c\n\x04skip\x18\t \x01(\x05\"_\n\x10ListRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.agentrun.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"~\n\x0f\x43ontinueRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x02 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x15.agentrun.v1.Decision\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"1\n\x10\x43ontinueResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x11\x43\x61ncelRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"\"\n\x10\x44\x65leteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteRunResponse\"`\n\x14ListRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"W\n\x15ListRunEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.agentrun.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentrun.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentrun.v1.Agent2\xc0\t\n\nRunService\x12_\n\x03Run\x12\x17.agentrun.v1.RunRequest\x1a\x18.agentrun.v1.RunResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/agents/{agent_id}/runs:\x01*\x12\x9a\x01\n\tStreamRun\x12\x1d.agentrun.v1.StreamRunRequest\x1a\x1e.agentrun.v1.StreamRunResponse\"L\x82\xd3\xe4\x93\x02\x46\"%/v1/agents/{run.agent_id}/runs:stream:\x01*Z\x1a\x12\x18/v1/runs/{run_id}:stream0\x01\x12\\\n\x06GetRun\x12\x1a.agentrun.v1.GetRunRequest\x1a\x1b.agentrun.v1.GetRunResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs/{run_id}\x12n\n\x0c\x42\x61tchGetRuns\x12 .agentrun.v1.BatchGetRunsRequest\x1a!.agentrun.v1.BatchGetRunsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs:batchGet\x12Y\n\x08ListRuns\x12\x1c.agentrun.v1.ListRunsRequest\x1a\x1d.agentrun.v1.ListRunsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/runs\x12n\n\x08\x43ontinue\x12\x1c.agentrun.v1.ContinueRequest\x1a\x1d.agentrun.v1.ContinueResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/runs/{run_id}:continue:\x01*\x12o\n\tCancelRun\x12\x1d.agentrun.v1.CancelRunRequest\x1a\x1e.agentrun.v1.CancelRunResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/runs/{run_id}:cancel:\x01*\x12\x65\n\tDeleteRun\x12\x1d.agentrun.v1.DeleteRunRequest\x1a\x1e.agentrun.v1.DeleteRunResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/runs/{run_id}\x12x\n\rListRunEvents\x12!.agentrun.v1.ListRunEventsRequest\x1a\".agentrun.v1.ListRunEventsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/runs/{run_id}/events\x12\x61\n\nListAgents\x12\x1e.agentrun.v1.ListAgentsRequest\x1a\x1f.agentrun.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12\x66\n\x08GetAgent\x12\x1c.agentrun.v1.GetAgentRequest\x1a\x1d.agentrun.v1.GetAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/agents/{agent_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -75,33 +75,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHGETRUNSRESPONSE']._serialized_start=785
   _globals['_BATCHGETRUNSRESPONSE']._serialized_end=864
   _globals['_LISTRUNSREQUEST']._serialized_start=867
-  _globals['_LISTRUNSREQUEST']._serialized_end=1128
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1130
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1225
-  _globals['_CONTINUEREQUEST']._serialized_start=1227
-  _globals['_CONTINUEREQUEST']._serialized_end=1353
-  _globals['_CONTINUERESPONSE']._serialized_start=1355
-  _globals['_CONTINUERESPONSE']._serialized_end=1404
-  _globals['_CANCELRUNREQUEST']._serialized_start=1406
-  _globals['_CANCELRUNREQUEST']._serialized_end=1456
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1458
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1508
-  _globals['_DELETERUNREQUEST']._serialized_start=1510
-  _globals['_DELETERUNREQUEST']._serialized_end=1544
-  _globals['_DELETERUNRESPONSE']._serialized_start=1546
-  _globals['_DELETERUNRESPONSE']._serialized_end=1565
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=1567
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1663
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1665
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1752
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1754
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1812
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1814
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1895
-  _globals['_GETAGENTREQUEST']._serialized_start=1897
-  _globals['_GETAGENTREQUEST']._serialized_end=1932
-  _globals['_GETAGENTRESPONSE']._serialized_start=1934
-  _globals['_GETAGENTRESPONSE']._serialized_end=1987
-  _globals['_RUNSERVICE']._serialized_start=1990
-  _globals['_RUNSERVICE']._serialized_end=3206
+  _globals['_LISTRUNSREQUEST']._serialized_end=1142
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1144
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1239
+  _globals['_CONTINUEREQUEST']._serialized_start=1241
+  _globals['_CONTINUEREQUEST']._serialized_end=1367
+  _globals['_CONTINUERESPONSE']._serialized_start=1369
+  _globals['_CONTINUERESPONSE']._serialized_end=1418
+  _globals['_CANCELRUNREQUEST']._serialized_start=1420
+  _globals['_CANCELRUNREQUEST']._serialized_end=1470
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1472
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1522
+  _globals['_DELETERUNREQUEST']._serialized_start=1524
+  _globals['_DELETERUNREQUEST']._serialized_end=1558
+  _globals['_DELETERUNRESPONSE']._serialized_start=1560
+  _globals['_DELETERUNRESPONSE']._serialized_end=1579
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=1581
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1677
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1679
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1766
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1768
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1826
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1828
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1909
+  _globals['_GETAGENTREQUEST']._serialized_start=1911
+  _globals['_GETAGENTREQUEST']._serialized_end=1946
+  _globals['_GETAGENTRESPONSE']._serialized_start=1948
+  _globals['_GETAGENTRESPONSE']._serialized_end=2001
+  _globals['_RUNSERVICE']._serialized_start=2004
+  _globals['_RUNSERVICE']._serialized_end=3220
 # @@protoc_insertion_point(module_scope)
