@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,11 @@ from server.engine.engine import Engine
 from server.engine.hub import Hub
 from server.service import RunService
 from server.settings import Settings
+from server.store.deliveries import Outbox
+from server.store.records import EventRecord
 from server.store.sql import SqlStore
+from server.webhooks.deliverer import Deliverer
+from server.webhooks.payloads import render
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
@@ -40,10 +45,18 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
     period, then release the rest to the queue."""
     agents = AgentRegistry.load(settings.agents_file)
     hub = Hub()
-    async with SqlStore.open(settings.database_url, hub.publish) as store:
+    deliverer = Deliverer(settings.webhooks, owner=f"webhooks-{uuid.uuid4().hex[:12]}")
+
+    def publish(events: list[EventRecord]) -> None:
+        hub.publish(events)
+        if any(e.final and e.run is not None and e.run.webhook_url for e in events):
+            deliverer.wake()  # the run's outbox row was committed with this event
+
+    outbox = Outbox(render, settings.webhooks.max_age_s)
+    async with SqlStore.open(settings.database_url, publish, outbox) as store:
         engine = Engine(store, hub, agents, settings.engine)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        run_service_pb2_grpc.add_RunServiceServicer_to_server(RunService(engine), server)
+        run_service_pb2_grpc.add_RunServiceServicer_to_server(RunService(engine, deliverer), server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -56,6 +69,7 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
         )
         port = server.add_insecure_port(settings.listen)
         await engine.start()
+        await deliverer.start(store.deliveries)
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -67,6 +81,7 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
             await asyncio.gather(
                 server.stop(settings.shutdown_grace_s), engine.shutdown(settings.shutdown_grace_s)
             )
+            await deliverer.stop()
 
 
 async def serve(settings: Settings) -> None:

@@ -9,7 +9,7 @@ from agentrun.v1 import run_pb2
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from server.agents.base import AgentInfo, Media, Options, RunInput
-from server.store.records import EventRecord, RunRecord
+from server.store.records import DeliveryRecord, EventRecord, RunRecord
 
 STATE: dict[str, Any] = {name[10:]: value for name, value in run_pb2.RunState.items() if value}
 STATE_NAME: dict[int, str] = {value: name for name, value in STATE.items()}
@@ -18,6 +18,9 @@ DECISION = {run_pb2.DECISION_APPROVE: "APPROVE", run_pb2.DECISION_REJECT: "REJEC
 DECISION_VALUE = {name: value for value, name in DECISION.items()}
 FORMAT_NAME = {run_pb2.RESPONSE_FORMAT_JSON: "json"}
 FORMAT_VALUE = {"text": run_pb2.RESPONSE_FORMAT_TEXT, "json": run_pb2.RESPONSE_FORMAT_JSON}
+WEBHOOK_FORMAT: dict[str, Any] = {name[15:]: v for name, v in run_pb2.WebhookFormat.items() if v}
+WEBHOOK_FORMAT_NAME: dict[int, str] = {v: name for name, v in WEBHOOK_FORMAT.items()}
+DELIVERY_STATE: dict[str, Any] = {name[23:]: v for name, v in run_pb2.WebhookDeliveryState.items() if v}
 
 
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -134,6 +137,49 @@ def run_to_proto(run: RunRecord) -> run_pb2.Run:
         )
     if run.result:
         _fill_result(message, run.result)
+    if run.webhook_format:
+        message.webhook_format = WEBHOOK_FORMAT[run.webhook_format]
+    if run.webhook_result:
+        message.webhook_delivery.CopyFrom(
+            _delivery_summary(run.id, run.webhook_url or "", run.webhook_result)
+        )
+    return message
+
+
+def _delivery_summary(run_id: str, url: str, result: dict[str, Any]) -> run_pb2.WebhookDelivery:
+    attempt = run_pb2.WebhookAttempt(
+        status_code=result.get("status_code", 0), error=result.get("message", "")
+    )
+    return run_pb2.WebhookDelivery(
+        id=result["delivery_id"],
+        run_id=run_id,
+        url=url,
+        state=DELIVERY_STATE[result["state"]],
+        attempts=[attempt],
+    )
+
+
+def delivery_to_proto(d: DeliveryRecord) -> run_pb2.WebhookDelivery:
+    message = run_pb2.WebhookDelivery(
+        id=d.id,
+        run_id=d.run_id,
+        url=d.url,
+        state=DELIVERY_STATE[d.state],
+        attempts=[
+            run_pb2.WebhookAttempt(
+                attempt_time=timestamp(a["at"]),
+                status_code=a["status_code"],
+                error=a.get("error", ""),
+                duration_ms=a.get("duration_ms", 0),
+            )
+            for a in d.attempts or ()
+        ],
+        create_time=timestamp(d.created_at),
+    )
+    if d.state == "PENDING":
+        message.next_attempt_time.CopyFrom(timestamp(d.next_attempt_at))
+    if d.delivered_at is not None:
+        message.deliver_time.CopyFrom(timestamp(d.delivered_at))
     return message
 
 

@@ -14,10 +14,11 @@ from agentrun.v1 import run_service_pb2 as pb
 from agentrun.v1 import run_service_pb2_grpc
 
 from server import validation
-from server.convert import agent_to_proto, event_to_proto, run_to_proto
+from server.convert import agent_to_proto, delivery_to_proto, event_to_proto, run_to_proto
 from server.engine.engine import Engine
-from server.errors import AgentrunError, Internal
+from server.errors import AgentrunError, Internal, NotFound
 from server.store.records import RunFilter
+from server.webhooks.deliverer import Deliverer
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req")
@@ -63,12 +64,13 @@ def streaming(
 
 
 class RunService(run_service_pb2_grpc.RunServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, webhooks: Deliverer) -> None:
         self.engine = engine
+        self.webhooks = webhooks
 
     @unary
     async def Run(self, request: pb.RunRequest, context: Ctx) -> pb.RunResponse:
-        submission = await validation.submission(request)
+        submission = await validation.submission(request, webhooks=self.webhooks.policy)
         if request.wait:
             run = await self.engine.submit_and_wait(submission)
         else:
@@ -84,7 +86,9 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
             validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
             events = self.engine.events(run, request.after_seq)
         else:
-            events = self.engine.submit_and_follow(await validation.submission(request.run, prefix="run."))
+            events = self.engine.submit_and_follow(
+                await validation.submission(request.run, "run.", self.webhooks.policy)
+            )
         async with contextlib.aclosing(events):
             async for event in events:
                 yield pb.StreamRunResponse(event=event_to_proto(event))
@@ -174,3 +178,29 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
     async def GetAgent(self, request: pb.GetAgentRequest, context: Ctx) -> pb.GetAgentResponse:
         agent = self.engine.agent(request.agent_id)
         return pb.GetAgentResponse(agent=agent_to_proto(agent.info))
+
+    @unary
+    async def ListWebhookDeliveries(
+        self, request: pb.ListWebhookDeliveriesRequest, context: Ctx
+    ) -> pb.ListWebhookDeliveriesResponse:
+        run = await self.engine.get(validation.run_ref(request.run_id))
+        deliveries = await self.engine.store.deliveries.for_run(run.id)
+        return pb.ListWebhookDeliveriesResponse(deliveries=[delivery_to_proto(d) for d in deliveries])
+
+    @unary
+    async def RetryWebhookDelivery(
+        self, request: pb.RetryWebhookDeliveryRequest, context: Ctx
+    ) -> pb.RetryWebhookDeliveryResponse:
+        run = await self.engine.get(validation.run_ref(request.run_id))
+        validation.require(bool(request.delivery_id), "delivery_id", "required")
+        delivery = await self.engine.store.deliveries.retry(
+            run.id, request.delivery_id, self.webhooks.settings.max_age_s
+        )
+        if delivery is None:
+            raise NotFound(
+                f"webhook delivery {request.delivery_id!r} of run {run.id} not found",
+                reason="DELIVERY_NOT_FOUND",
+                metadata={"run_id": run.id, "delivery_id": request.delivery_id},
+            )
+        self.webhooks.wake()
+        return pb.RetryWebhookDeliveryResponse(delivery=delivery_to_proto(delivery))

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.agents.registry import DEFAULT_AGENTS_FILE
 from server.engine.engine import EngineSettings
+from server.webhooks.deliverer import WebhookSettings
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Settings:
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
     engine: EngineSettings = field(default_factory=EngineSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
 
 # flag / env suffix -> (settings attribute, type, help)
@@ -34,18 +36,44 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     "agents-file": ("agents_file", Path, "agents.yaml to load"),
     "shutdown-grace": ("shutdown_grace_s", float, "seconds running runs get to finish on SIGTERM"),
     "log-level": ("log_level", str, "DEBUG, INFO, WARNING, ERROR"),
-    "workers": ("workers", int, "runs executed at once by this process"),
-    "lease": ("lease_s", float, "seconds a run's lease lasts without renewal"),
-    "sweep-interval": ("sweep_interval_s", float, "seconds between checks for expired leases and deadlines"),
-    "poll-interval": ("poll_interval_s", float, "seconds between queue polls for runs submitted elsewhere"),
-    "default-timeout": ("default_timeout_s", float, "run timeout in seconds when a request sets none"),
+    "workers": ("engine.workers", int, "runs executed at once by this process"),
+    "lease": ("engine.lease_s", float, "seconds a run's lease lasts without renewal"),
+    "sweep-interval": (
+        "engine.sweep_interval_s",
+        float,
+        "seconds between checks for expired leases and deadlines",
+    ),
+    "poll-interval": (
+        "engine.poll_interval_s",
+        float,
+        "seconds between queue polls for runs submitted elsewhere",
+    ),
+    "default-timeout": ("engine.default_timeout_s", float, "run timeout in seconds when a request sets none"),
     "cancel-grace": (
-        "cancel_grace_s",
+        "engine.cancel_grace_s",
         float,
         "seconds a cancelled agent gets to stop before it is abandoned",
     ),
+    "webhook-secret": (
+        "webhooks.secret",
+        str,
+        "Standard Webhooks signing secret (whsec_...); unset: unsigned",
+    ),
+    "webhook-allow": (
+        "webhooks.allow",
+        str,
+        "comma-separated hosts, IPs or networks webhooks may target although not public",
+    ),
+    "webhook-attempts": ("webhooks.max_attempts", int, "attempts per webhook before it is marked failed"),
+    "webhook-max-age": (
+        "webhooks.max_age_s",
+        float,
+        "seconds after the run's end to keep retrying a webhook",
+    ),
+    "webhook-timeout": ("webhooks.timeout_s", float, "seconds one webhook attempt may take"),
+    "webhook-concurrency": ("webhooks.concurrency", int, "webhook attempts in flight at once"),
+    "webhook-backoff": ("webhooks.backoff_s", float, "seconds before the first retry; doubles each time"),
 }
-_ENGINE_FIELDS = {f.name for f in fields(EngineSettings)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,13 +89,17 @@ def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> S
 
 
 def from_namespace(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Settings:
-    top: dict[str, object] = {}
-    engine: dict[str, object] = {}
+    groups: dict[str, dict[str, object]] = {"": {}, "engine": {}, "webhooks": {}}
     for flag, (attr, kind, _) in _OPTIONS.items():
         value = getattr(args, flag.replace("-", "_"), None)
         env = environ.get("AGENTRUN_" + flag.upper().replace("-", "_"))
         if value is None and env is not None:
             value = kind(env)
         if value is not None:
-            (engine if attr in _ENGINE_FIELDS else top)[attr] = value
-    return Settings(**top, engine=EngineSettings(**engine))  # type: ignore[arg-type]
+            group, _, name = attr.rpartition(".")
+            groups[group][name] = value
+    return Settings(
+        **groups[""],  # type: ignore[arg-type]
+        engine=EngineSettings(**groups["engine"]),  # type: ignore[arg-type]
+        webhooks=WebhookSettings(**groups["webhooks"]),  # type: ignore[arg-type]
+    )

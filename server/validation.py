@@ -10,12 +10,13 @@ from collections.abc import Iterable
 from agentrun.v1 import run_pb2, run_service_pb2
 from google.protobuf import json_format
 
+from server import convert
 from server.agents.schema_output import schema_problem
 from server.convert import STATE_NAME, input_from_proto
 from server.engine.engine import Submission
 from server.engine.inputs import run_input_to_dict
 from server.errors import InvalidArgument
-from server.urlpolicy import url_problem
+from server.urlpolicy import UrlPolicy, url_problem
 
 MAX_BATCH_IDS = 100
 MAX_PAGE_SIZE = 1000
@@ -42,11 +43,16 @@ def require(ok: bool, field: str, description: str) -> None:
         raise InvalidArgument.fields([(field, description)])
 
 
-async def submission(req: run_service_pb2.RunRequest, prefix: str = "") -> Submission:
+async def submission(
+    req: run_service_pb2.RunRequest, prefix: str = "", webhooks: UrlPolicy | None = None
+) -> Submission:
     """A checked submission; INVALID_ARGUMENT lists every bad field."""
     v = Violations()
     _check_request(v, req, prefix)
     await _check_media_urls(v, req.input, prefix)
+    if req.webhook_url:
+        problem = await (webhooks or UrlPolicy()).problem(req.webhook_url)
+        v.check(problem is None, f"{prefix}webhook_url", f"URL {problem}")
     v.raise_if_any()
     return Submission(
         agent_id=req.agent_id,
@@ -58,6 +64,7 @@ async def submission(req: run_service_pb2.RunRequest, prefix: str = "") -> Submi
         idempotency_key=req.idempotency_key,
         request_hash=request_hash(req) if req.idempotency_key else "",
         webhook_url=req.webhook_url,
+        webhook_format=convert.WEBHOOK_FORMAT_NAME.get(req.webhook_format, "RUN") if req.webhook_url else "",
         extras=dict(req.metadata) if req.HasField("metadata") else None,
     )
 
@@ -117,12 +124,12 @@ def _check_request(v: Violations, req: run_service_pb2.RunRequest, prefix: str) 
     v.check(timeout >= 0, f"{prefix}timeout", "must not be negative")
     v.check(len(req.idempotency_key) <= 256, f"{prefix}idempotency_key", "longer than 256 characters")
     v.check(len(req.session_id) <= 128, f"{prefix}session_id", "longer than 128 characters")
-    if req.webhook_url:
-        v.check(
-            req.webhook_url.startswith(("http://", "https://")),
-            f"{prefix}webhook_url",
-            "must be an http(s) URL",
-        )
+    v.check(len(req.webhook_url) <= 2048, f"{prefix}webhook_url", "longer than 2048 characters")
+    v.check(
+        req.webhook_format in convert.WEBHOOK_FORMAT_NAME or req.webhook_format == 0,
+        f"{prefix}webhook_format",
+        "unknown webhook format",
+    )
 
 
 def request_hash(req: run_service_pb2.RunRequest) -> str:

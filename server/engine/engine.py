@@ -56,6 +56,7 @@ class Submission:
     idempotency_key: str = ""
     request_hash: str = ""
     webhook_url: str = ""
+    webhook_format: str = ""
     extras: dict[str, Any] | None = None
 
 
@@ -121,6 +122,7 @@ class Engine:
             idempotency_key=sub.idempotency_key or None,
             request_hash=sub.request_hash or None,
             webhook_url=sub.webhook_url or None,
+            webhook_format=sub.webhook_format or None,
             extras=sub.extras,
         )
         lease = None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import JSON, Column, Connection, Engine, inspect, select, text
+from sqlalchemy import JSON, Column, Connection, Engine, String, inspect, select, text
 from sqlmodel import SQLModel
 
-from server.store.tables import SCHEMA_VERSION
+from server.store.tables import SCHEMA_VERSION, WEBHOOK_DELIVERY
 
 
 def _v1_initial(conn: Connection) -> None:
@@ -26,7 +26,13 @@ def _v2_run_messages(conn: Connection) -> None:
     _add_column(conn, "run", Column("messages", JSON(none_as_null=True), nullable=True))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_messages]
+def _v3_webhook_outbox(conn: Connection) -> None:
+    _add_column(conn, "run", Column("webhook_format", String(16), nullable=True))
+    _add_column(conn, "run", Column("webhook_result", JSON(none_as_null=True), nullable=True))
+    WEBHOOK_DELIVERY.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_messages, _v3_webhook_outbox]
 
 
 def _apply(conn: Connection) -> None:

@@ -51,6 +51,8 @@ class RunRecord:
     resume: dict[str, Any] | None = None
     request_hash: str | None = None
     messages: list[dict[str, Any]] | None = None
+    webhook_format: str | None = None
+    webhook_result: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:
@@ -87,7 +89,29 @@ class NewRun:
     idempotency_key: str | None = None
     request_hash: str | None = None
     webhook_url: str | None = None
+    webhook_format: str | None = None
     extras: dict[str, Any] | None = None
+
+
+# Webhook delivery states.
+PENDING, DELIVERED = "PENDING", "DELIVERED"
+
+
+@dataclass(slots=True)
+class DeliveryRecord:
+    id: str
+    run_id: str
+    url: str
+    payload: dict[str, Any]
+    state: str
+    attempt_count: int
+    attempts: list[dict[str, Any]] | None
+    give_up_at: float
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_expires_at: float | None
+    created_at: float
+    delivered_at: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,11 @@ from sqlalchemy.engine import Row
 
 from server.store import dialect
 from server.store import statements as st
+from server.store.deliveries import DeliveryStore, Outbox
 from server.store.migrations import migrate
 from server.store.records import (
     PAUSED,
+    PENDING,
     QUEUED,
     RUNNING,
     START,
@@ -28,7 +30,7 @@ from server.store.records import (
     RunFilter,
     RunRecord,
 )
-from server.store.tables import RUN, RUN_EVENT, SESSION
+from server.store.tables import RUN, RUN_EVENT, SESSION, WEBHOOK_DELIVERY
 from server.store.writer import Tx, Writer
 
 Publish = Callable[[list[EventRecord]], None]
@@ -43,9 +45,11 @@ def _event(row: Row[Any]) -> EventRecord:
 
 
 class SqlStore:
-    def __init__(self, engines: dialect.Engines, publish: Publish) -> None:
+    def __init__(self, engines: dialect.Engines, publish: Publish, outbox: Outbox | None = None) -> None:
         self._engines = engines
         self._writer = Writer(engines.write, publish)
+        self._outbox = outbox or Outbox()
+        self.deliveries = DeliveryStore(self._writer, self._fetch)
         write = engines.write
         self._insert_run_ignore = dialect.insert_ignore(RUN, write, ["org_id", "idempotency_key"]).returning(
             *RUN.c
@@ -54,11 +58,11 @@ class SqlStore:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, url: str, publish: Publish) -> AsyncIterator[SqlStore]:
+    async def open(cls, url: str, publish: Publish, outbox: Outbox | None = None) -> AsyncIterator[SqlStore]:
         engines = dialect.create_engines(url)
         try:
             await asyncio.to_thread(migrate, engines.write)
-            store = cls(engines, publish)
+            store = cls(engines, publish, outbox)
             await store._writer.start()
             try:
                 yield store
@@ -234,6 +238,9 @@ class SqlStore:
             if row is None:
                 return None
             record = _record(row)
+            if record.webhook_url and outcome.state in TERMINAL:
+                # The outbox row commits with the end of the run: a crash cannot lose the notification.
+                tx.conn.execute(WEBHOOK_DELIVERY.insert(), self._outbox.row(record, now))
             event = EventRecord(run_id, record.last_seq, outcome.event_type, outcome.event_data, now, record)
             tx.conn.execute(st.INSERT_EVENT, _event_values(event))
             tx.published.append(event)
@@ -276,6 +283,9 @@ class SqlStore:
             if result.rowcount != 1:
                 return False
             tx.conn.execute(delete(RUN_EVENT).where(RUN_EVENT.c.run_id == run_id))
+            # A webhook still being delivered goes out anyway (its body is stored with it).
+            d = WEBHOOK_DELIVERY
+            tx.conn.execute(delete(d).where(d.c.run_id == run_id, d.c.state != PENDING))
             return True
 
         return await self._writer.call(op)

@@ -51,6 +51,10 @@ class RunRow(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=256)
     request_hash: str | None = Field(default=None, max_length=64)
     webhook_url: str | None = None
+    # Shape of the webhook body (RUN, JOB, AGENT_RESPONSE).
+    webhook_format: str | None = Field(default=None, max_length=16)
+    # Outcome of the latest webhook delivery: {delivery_id, state, status_code, message}.
+    webhook_result: dict[str, Any] | None = _json()
     extras: dict[str, Any] | None = _json()
     last_seq: int = 0
     cancel_requested: bool = False
@@ -70,6 +74,33 @@ class RunEventRow(SQLModel, table=True):
     type: str = Field(max_length=24)
     data: dict[str, Any] = _json(nullable=False)
     created_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class WebhookDeliveryRow(SQLModel, table=True):
+    """The outbox: written in the transaction that ends the run, sent and retried by the deliverer."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_delivery_due", "state", "next_attempt_at"),
+        Index("ix_delivery_run", "run_id"),
+    )
+
+    # Sent as `webhook-id` on every attempt.
+    id: str = Field(primary_key=True, max_length=40)
+    run_id: str = Field(max_length=36)
+    url: str
+    payload: dict[str, Any] = _json(nullable=False)
+    state: str = Field(max_length=16)
+    # Attempts counted against the limit (RetryWebhookDelivery starts a new count) and all attempts made.
+    attempt_count: int = 0
+    attempts: list[dict[str, Any]] | None = _json()
+    # Retries stop after the attempt limit or once this time has passed.
+    give_up_at: float = Field(sa_column=Column(Float, nullable=False))
+    next_attempt_at: float = Field(sa_column=Column(Float, nullable=False))
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: float | None = Field(default=None, sa_column=Column(Float))
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
+    delivered_at: float | None = Field(default=None, sa_column=Column(Float))
 
 
 class SessionRow(SQLModel, table=True):
@@ -94,4 +125,5 @@ class SchemaVersionRow(SQLModel, table=True):
 RUN = RunRow.__table__  # type: ignore[attr-defined]
 RUN_EVENT = RunEventRow.__table__  # type: ignore[attr-defined]
 SESSION = SessionRow.__table__  # type: ignore[attr-defined]
+WEBHOOK_DELIVERY = WebhookDeliveryRow.__table__  # type: ignore[attr-defined]
 SCHEMA_VERSION = SchemaVersionRow.__table__  # type: ignore[attr-defined]

@@ -27,47 +27,55 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentrun/v1/run.proto\x12\x0b\x61gentrun.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"#\n\x05Media\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\"\x96\x01\n\nRunOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x15\n\rsystem_prompt\x18\x05 \x01(\tB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"\xe8\x01\n\x08RunInput\x12\x0f\n\x07message\x18\x01 \x01(\t\x12!\n\x05media\x18\x02 \x03(\x0b\x32\x12.agentrun.v1.Media\x12(\n\x07options\x18\x03 \x01(\x0b\x32\x17.agentrun.v1.RunOptions\x12\x1a\n\x12generate_followups\x18\x04 \x01(\x08\x12\x34\n\x0fresponse_format\x18\x05 \x01(\x0e\x32\x1b.agentrun.v1.ResponseFormat\x12,\n\x0bjson_schema\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"+\n\x08RunError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"s\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x0e\n\x06result\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x03\x12\x10\n\x08is_error\x18\x06 \x01(\x08\"P\n\rPendingAction\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x89\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x03 \x01(\x03\x12\x13\n\x0bmodel_calls\x18\x04 \x01(\x03\x12\x0f\n\x07tool_ms\x18\x05 \x01(\x03\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x03\"\x94\x01\n\x0e\x44\x65\x63isionRecord\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x15.agentrun.v1.Decision\x12\x12\n\ndecided_by\x18\x03 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x07\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x03\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x0e\n\x06org_id\x18\x06 \x01(\t\x12$\n\x05state\x18\x07 \x01(\x0e\x32\x15.agentrun.v1.RunState\x12$\n\x05input\x18\x08 \x01(\x0b\x32\x15.agentrun.v1.RunInput\x12\x0e\n\x06output\x18\t \x01(\t\x12+\n\x0boutput_json\x18\n \x01(\x0b\x32\x16.google.protobuf.Value\x12$\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x15.agentrun.v1.RunError\x12)\n\ntool_calls\x18\x0c \x03(\x0b\x32\x15.agentrun.v1.ToolCall\x12\x17\n\x0freasoning_steps\x18\r \x03(\t\x12\x11\n\tfollowups\x18\x0e \x03(\t\x12!\n\x05usage\x18\x0f \x01(\x0b\x32\x12.agentrun.v1.Usage\x12\x32\n\x0epending_action\x18\x10 \x01(\x0b\x32\x1a.agentrun.v1.PendingAction\x12.\n\tdecisions\x18\x11 \x03(\x0b\x32\x1b.agentrun.v1.DecisionRecord\x12\x0f\n\x07\x61ttempt\x18\x12 \x01(\x05\x12*\n\x07timeout\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x64\x65\x61\x64line\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x15 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x16 \x01(\t\x12)\n\x08metadata\x18\x17 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08last_seq\x18\x18 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\x1c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"1\n\nStartEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"D\n\tStopEvent\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.agentrun.v1.RunState\x12\x11\n\tfollowups\x18\x02 \x03(\t\"C\n\x0bStatusEvent\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.agentrun.v1.RunState\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa1\x03\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12$\n\x04type\x18\x03 \x01(\x0e\x32\x16.agentrun.v1.EventType\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05start\x18\n \x01(\x0b\x32\x17.agentrun.v1.StartEventH\x00\x12\x0e\n\x04text\x18\x0b \x01(\tH\x00\x12*\n\ttool_call\x18\x0c \x01(\x0b\x32\x15.agentrun.v1.ToolCallH\x00\x12\x34\n\x0epending_action\x18\r \x01(\x0b\x32\x1a.agentrun.v1.PendingActionH\x00\x12&\n\x04stop\x18\x0e \x01(\x0b\x32\x16.agentrun.v1.StopEventH\x00\x12&\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x15.agentrun.v1.RunErrorH\x00\x12*\n\x06status\x18\x10 \x01(\x0b\x32\x18.agentrun.v1.StatusEventH\x00\x42\t\n\x07payload\"\x91\x01\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07is_team\x18\x04 \x01(\x08\x12\x12\n\nmember_ids\x18\x05 \x03(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\r\n\x05tools\x18\x07 \x03(\t\x12\x16\n\x0e\x61pproval_tools\x18\x08 \x03(\t*\xb0\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x14\n\x10RUN_STATE_PAUSED\x10\x03\x12\x17\n\x13RUN_STATE_COMPLETED\x10\x04\x12\x14\n\x10RUN_STATE_FAILED\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06*\x88\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_START\x10\x01\x12\x1e\n\x1a\x45VENT_TYPE_REASONING_DELTA\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_CONTENT_DELTA\x10\x03\x12\x19\n\x15\x45VENT_TYPE_TOOL_START\x10\x04\x12\x17\n\x13\x45VENT_TYPE_TOOL_END\x10\x05\x12\x15\n\x11\x45VENT_TYPE_PAUSED\x10\x06\x12\x13\n\x0f\x45VENT_TYPE_STOP\x10\x07\x12\x14\n\x10\x45VENT_TYPE_ERROR\x10\x08\x12\x15\n\x11\x45VENT_TYPE_STATUS\x10\t*e\n\x0eResponseFormat\x12\x1f\n\x1bRESPONSE_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14RESPONSE_FORMAT_TEXT\x10\x01\x12\x18\n\x14RESPONSE_FORMAT_JSON\x10\x02*O\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REJECT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentrun/v1/run.proto\x12\x0b\x61gentrun.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n\x0eWebhookAttempt\x12\x30\n\x0c\x61ttempt_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\"\xb5\x02\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.agentrun.v1.WebhookDeliveryState\x12-\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x1b.agentrun.v1.WebhookAttempt\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11next_attempt_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65liver_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x05Media\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\t\"\x96\x01\n\nRunOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x15\n\rsystem_prompt\x18\x05 \x01(\tB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokens\"\xe8\x01\n\x08RunInput\x12\x0f\n\x07message\x18\x01 \x01(\t\x12!\n\x05media\x18\x02 \x03(\x0b\x32\x12.agentrun.v1.Media\x12(\n\x07options\x18\x03 \x01(\x0b\x32\x17.agentrun.v1.RunOptions\x12\x1a\n\x12generate_followups\x18\x04 \x01(\x08\x12\x34\n\x0fresponse_format\x18\x05 \x01(\x0e\x32\x1b.agentrun.v1.ResponseFormat\x12,\n\x0bjson_schema\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"+\n\x08RunError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"s\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12\x0e\n\x06result\x18\x04 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x03\x12\x10\n\x08is_error\x18\x06 \x01(\x08\"P\n\rPendingAction\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\x89\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x03 \x01(\x03\x12\x13\n\x0bmodel_calls\x18\x04 \x01(\x03\x12\x0f\n\x07tool_ms\x18\x05 \x01(\x03\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x03\"\x94\x01\n\x0e\x44\x65\x63isionRecord\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x15.agentrun.v1.Decision\x12\x12\n\ndecided_by\x18\x03 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x07\n\x03Run\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x03\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x0e\n\x06org_id\x18\x06 \x01(\t\x12$\n\x05state\x18\x07 \x01(\x0e\x32\x15.agentrun.v1.RunState\x12$\n\x05input\x18\x08 \x01(\x0b\x32\x15.agentrun.v1.RunInput\x12\x0e\n\x06output\x18\t \x01(\t\x12+\n\x0boutput_json\x18\n \x01(\x0b\x32\x16.google.protobuf.Value\x12$\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x15.agentrun.v1.RunError\x12)\n\ntool_calls\x18\x0c \x03(\x0b\x32\x15.agentrun.v1.ToolCall\x12\x17\n\x0freasoning_steps\x18\r \x03(\t\x12\x11\n\tfollowups\x18\x0e \x03(\t\x12!\n\x05usage\x18\x0f \x01(\x0b\x32\x12.agentrun.v1.Usage\x12\x32\n\x0epending_action\x18\x10 \x01(\x0b\x32\x1a.agentrun.v1.PendingAction\x12.\n\tdecisions\x18\x11 \x03(\x0b\x32\x1b.agentrun.v1.DecisionRecord\x12\x0f\n\x07\x61ttempt\x18\x12 \x01(\x05\x12*\n\x07timeout\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x64\x65\x61\x64line\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x15 \x01(\t\x12\x13\n\x0bwebhook_url\x18\x16 \x01(\t\x12)\n\x08metadata\x18\x17 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08last_seq\x18\x18 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\x1c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0ewebhook_format\x18\x1d \x01(\x0e\x32\x1a.agentrun.v1.WebhookFormat\x12\x36\n\x10webhook_delivery\x18\x1e \x01(\x0b\x32\x1c.agentrun.v1.WebhookDelivery\"1\n\nStartEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"D\n\tStopEvent\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.agentrun.v1.RunState\x12\x11\n\tfollowups\x18\x02 \x03(\t\"C\n\x0bStatusEvent\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.agentrun.v1.RunState\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa1\x03\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12$\n\x04type\x18\x03 \x01(\x0e\x32\x16.agentrun.v1.EventType\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05start\x18\n \x01(\x0b\x32\x17.agentrun.v1.StartEventH\x00\x12\x0e\n\x04text\x18\x0b \x01(\tH\x00\x12*\n\ttool_call\x18\x0c \x01(\x0b\x32\x15.agentrun.v1.ToolCallH\x00\x12\x34\n\x0epending_action\x18\r \x01(\x0b\x32\x1a.agentrun.v1.PendingActionH\x00\x12&\n\x04stop\x18\x0e \x01(\x0b\x32\x16.agentrun.v1.StopEventH\x00\x12&\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x15.agentrun.v1.RunErrorH\x00\x12*\n\x06status\x18\x10 \x01(\x0b\x32\x18.agentrun.v1.StatusEventH\x00\x42\t\n\x07payload\"\x91\x01\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07is_team\x18\x04 \x01(\x08\x12\x12\n\nmember_ids\x18\x05 \x03(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\r\n\x05tools\x18\x07 \x03(\t\x12\x16\n\x0e\x61pproval_tools\x18\x08 \x03(\t*\xb0\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x14\n\x10RUN_STATE_PAUSED\x10\x03\x12\x17\n\x13RUN_STATE_COMPLETED\x10\x04\x12\x14\n\x10RUN_STATE_FAILED\x10\x05\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x06*\x88\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_START\x10\x01\x12\x1e\n\x1a\x45VENT_TYPE_REASONING_DELTA\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_CONTENT_DELTA\x10\x03\x12\x19\n\x15\x45VENT_TYPE_TOOL_START\x10\x04\x12\x17\n\x13\x45VENT_TYPE_TOOL_END\x10\x05\x12\x15\n\x11\x45VENT_TYPE_PAUSED\x10\x06\x12\x13\n\x0f\x45VENT_TYPE_STOP\x10\x07\x12\x14\n\x10\x45VENT_TYPE_ERROR\x10\x08\x12\x15\n\x11\x45VENT_TYPE_STATUS\x10\t*e\n\x0eResponseFormat\x12\x1f\n\x1bRESPONSE_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n\x14RESPONSE_FORMAT_TEXT\x10\x01\x12\x18\n\x14RESPONSE_FORMAT_JSON\x10\x02*O\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REJECT\x10\x02*\x82\x01\n\rWebhookFormat\x12\x1e\n\x1aWEBHOOK_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12WEBHOOK_FORMAT_RUN\x10\x01\x12\x16\n\x12WEBHOOK_FORMAT_JOB\x10\x02\x12!\n\x1dWEBHOOK_FORMAT_AGENT_RESPONSE\x10\x03*\xab\x01\n\x14WebhookDeliveryState\x12&\n\"WEBHOOK_DELIVERY_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eWEBHOOK_DELIVERY_STATE_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATE_DELIVERED\x10\x02\x12!\n\x1dWEBHOOK_DELIVERY_STATE_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentrun.v1.run_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATE']._serialized_start=2767
-  _globals['_RUNSTATE']._serialized_end=2943
-  _globals['_EVENTTYPE']._serialized_start=2946
-  _globals['_EVENTTYPE']._serialized_end=3210
-  _globals['_RESPONSEFORMAT']._serialized_start=3212
-  _globals['_RESPONSEFORMAT']._serialized_end=3313
-  _globals['_DECISION']._serialized_start=3315
-  _globals['_DECISION']._serialized_end=3394
-  _globals['_MEDIA']._serialized_start=133
-  _globals['_MEDIA']._serialized_end=168
-  _globals['_RUNOPTIONS']._serialized_start=171
-  _globals['_RUNOPTIONS']._serialized_end=321
-  _globals['_RUNINPUT']._serialized_start=324
-  _globals['_RUNINPUT']._serialized_end=556
-  _globals['_RUNERROR']._serialized_start=558
-  _globals['_RUNERROR']._serialized_end=601
-  _globals['_TOOLCALL']._serialized_start=603
-  _globals['_TOOLCALL']._serialized_end=718
-  _globals['_PENDINGACTION']._serialized_start=720
-  _globals['_PENDINGACTION']._serialized_end=800
-  _globals['_USAGE']._serialized_start=803
-  _globals['_USAGE']._serialized_end=940
-  _globals['_DECISIONRECORD']._serialized_start=943
-  _globals['_DECISIONRECORD']._serialized_end=1091
-  _globals['_RUN']._serialized_start=1094
-  _globals['_RUN']._serialized_end=2006
-  _globals['_STARTEVENT']._serialized_start=2008
-  _globals['_STARTEVENT']._serialized_end=2057
-  _globals['_STOPEVENT']._serialized_start=2059
-  _globals['_STOPEVENT']._serialized_end=2127
-  _globals['_STATUSEVENT']._serialized_start=2129
-  _globals['_STATUSEVENT']._serialized_end=2196
-  _globals['_RUNEVENT']._serialized_start=2199
-  _globals['_RUNEVENT']._serialized_end=2616
-  _globals['_AGENT']._serialized_start=2619
-  _globals['_AGENT']._serialized_end=2764
+  _globals['_RUNSTATE']._serialized_start=3312
+  _globals['_RUNSTATE']._serialized_end=3488
+  _globals['_EVENTTYPE']._serialized_start=3491
+  _globals['_EVENTTYPE']._serialized_end=3755
+  _globals['_RESPONSEFORMAT']._serialized_start=3757
+  _globals['_RESPONSEFORMAT']._serialized_end=3858
+  _globals['_DECISION']._serialized_start=3860
+  _globals['_DECISION']._serialized_end=3939
+  _globals['_WEBHOOKFORMAT']._serialized_start=3942
+  _globals['_WEBHOOKFORMAT']._serialized_end=4072
+  _globals['_WEBHOOKDELIVERYSTATE']._serialized_start=4075
+  _globals['_WEBHOOKDELIVERYSTATE']._serialized_end=4246
+  _globals['_WEBHOOKATTEMPT']._serialized_start=133
+  _globals['_WEBHOOKATTEMPT']._serialized_end=256
+  _globals['_WEBHOOKDELIVERY']._serialized_start=259
+  _globals['_WEBHOOKDELIVERY']._serialized_end=568
+  _globals['_MEDIA']._serialized_start=570
+  _globals['_MEDIA']._serialized_end=605
+  _globals['_RUNOPTIONS']._serialized_start=608
+  _globals['_RUNOPTIONS']._serialized_end=758
+  _globals['_RUNINPUT']._serialized_start=761
+  _globals['_RUNINPUT']._serialized_end=993
+  _globals['_RUNERROR']._serialized_start=995
+  _globals['_RUNERROR']._serialized_end=1038
+  _globals['_TOOLCALL']._serialized_start=1040
+  _globals['_TOOLCALL']._serialized_end=1155
+  _globals['_PENDINGACTION']._serialized_start=1157
+  _globals['_PENDINGACTION']._serialized_end=1237
+  _globals['_USAGE']._serialized_start=1240
+  _globals['_USAGE']._serialized_end=1377
+  _globals['_DECISIONRECORD']._serialized_start=1380
+  _globals['_DECISIONRECORD']._serialized_end=1528
+  _globals['_RUN']._serialized_start=1531
+  _globals['_RUN']._serialized_end=2551
+  _globals['_STARTEVENT']._serialized_start=2553
+  _globals['_STARTEVENT']._serialized_end=2602
+  _globals['_STOPEVENT']._serialized_start=2604
+  _globals['_STOPEVENT']._serialized_end=2672
+  _globals['_STATUSEVENT']._serialized_start=2674
+  _globals['_STATUSEVENT']._serialized_end=2741
+  _globals['_RUNEVENT']._serialized_start=2744
+  _globals['_RUNEVENT']._serialized_end=3161
+  _globals['_AGENT']._serialized_start=3164
+  _globals['_AGENT']._serialized_end=3309
 # @@protoc_insertion_point(module_scope)

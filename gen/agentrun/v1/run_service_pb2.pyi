@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunRequest(_message.Message):
-    __slots__ = ("agent_id", "input", "session_id", "user_id", "org_id", "wait", "timeout", "idempotency_key", "webhook_url", "metadata")
+    __slots__ = ("agent_id", "input", "session_id", "user_id", "org_id", "wait", "timeout", "idempotency_key", "webhook_url", "metadata", "webhook_format")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class RunRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_FORMAT_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     input: _run_pb2.RunInput
     session_id: str
@@ -35,7 +36,8 @@ class RunRequest(_message.Message):
     idempotency_key: str
     webhook_url: str
     metadata: _struct_pb2.Struct
-    def __init__(self, agent_id: _Optional[str] = ..., input: _Optional[_Union[_run_pb2.RunInput, _Mapping]] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., org_id: _Optional[str] = ..., wait: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., webhook_url: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    webhook_format: _run_pb2.WebhookFormat
+    def __init__(self, agent_id: _Optional[str] = ..., input: _Optional[_Union[_run_pb2.RunInput, _Mapping]] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., org_id: _Optional[str] = ..., wait: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., webhook_url: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., webhook_format: _Optional[_Union[_run_pb2.WebhookFormat, str]] = ...) -> None: ...
 
 class RunResponse(_message.Message):
     __slots__ = ("run",)
@@ -208,3 +210,29 @@ class GetAgentResponse(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     agent: _run_pb2.Agent
     def __init__(self, agent: _Optional[_Union[_run_pb2.Agent, _Mapping]] = ...) -> None: ...
+
+class ListWebhookDeliveriesRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class ListWebhookDeliveriesResponse(_message.Message):
+    __slots__ = ("deliveries",)
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[_run_pb2.WebhookDelivery]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[_run_pb2.WebhookDelivery, _Mapping]]] = ...) -> None: ...
+
+class RetryWebhookDeliveryRequest(_message.Message):
+    __slots__ = ("run_id", "delivery_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    delivery_id: str
+    def __init__(self, run_id: _Optional[str] = ..., delivery_id: _Optional[str] = ...) -> None: ...
+
+class RetryWebhookDeliveryResponse(_message.Message):
+    __slots__ = ("delivery",)
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    delivery: _run_pb2.WebhookDelivery
+    def __init__(self, delivery: _Optional[_Union[_run_pb2.WebhookDelivery, _Mapping]] = ...) -> None: ...

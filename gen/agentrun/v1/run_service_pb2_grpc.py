@@ -90,6 +90,16 @@ class RunServiceStub:
                 request_serializer=agentrun_dot_v1_dot_run__service__pb2.GetAgentRequest.SerializeToString,
                 response_deserializer=agentrun_dot_v1_dot_run__service__pb2.GetAgentResponse.FromString,
                 _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/agentrun.v1.RunService/ListWebhookDeliveries',
+                request_serializer=agentrun_dot_v1_dot_run__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=agentrun_dot_v1_dot_run__service__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.RetryWebhookDelivery = channel.unary_unary(
+                '/agentrun.v1.RunService/RetryWebhookDelivery',
+                request_serializer=agentrun_dot_v1_dot_run__service__pb2.RetryWebhookDeliveryRequest.SerializeToString,
+                response_deserializer=agentrun_dot_v1_dot_run__service__pb2.RetryWebhookDeliveryResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -175,6 +185,20 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWebhookDeliveries(self, request, context):
+        """Lists a run's completion webhook deliveries with every attempt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryWebhookDelivery(self, request, context):
+        """Sends a delivery again (same webhook-id), now and with a fresh set of attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +256,16 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.GetAgent,
                     request_deserializer=agentrun_dot_v1_dot_run__service__pb2.GetAgentRequest.FromString,
                     response_serializer=agentrun_dot_v1_dot_run__service__pb2.GetAgentResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=agentrun_dot_v1_dot_run__service__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=agentrun_dot_v1_dot_run__service__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'RetryWebhookDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryWebhookDelivery,
+                    request_deserializer=agentrun_dot_v1_dot_run__service__pb2.RetryWebhookDeliveryRequest.FromString,
+                    response_serializer=agentrun_dot_v1_dot_run__service__pb2.RetryWebhookDeliveryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -532,6 +566,60 @@ class RunService:
             '/agentrun.v1.RunService/GetAgent',
             agentrun_dot_v1_dot_run__service__pb2.GetAgentRequest.SerializeToString,
             agentrun_dot_v1_dot_run__service__pb2.GetAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrun.v1.RunService/ListWebhookDeliveries',
+            agentrun_dot_v1_dot_run__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            agentrun_dot_v1_dot_run__service__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryWebhookDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrun.v1.RunService/RetryWebhookDelivery',
+            agentrun_dot_v1_dot_run__service__pb2.RetryWebhookDeliveryRequest.SerializeToString,
+            agentrun_dot_v1_dot_run__service__pb2.RetryWebhookDeliveryResponse.FromString,
             options,
             channel_credentials,
             insecure,
