@@ -17,11 +17,17 @@ from server.agents.registry import DEFAULT_AGENTS_FILE
 from server.app import RunningServer, running
 from server.engine.engine import EngineSettings
 from server.settings import Settings
+from server.webhooks.deliverer import WebhookSettings
 
 FAST = EngineSettings(lease_s=2.0, sweep_interval_s=0.3, poll_interval_s=0.2, cancel_grace_s=2.0)
 
 
-def server_settings(database_url: str, agents_file: Path | None = None, **engine: Any) -> Settings:
+def server_settings(
+    database_url: str,
+    agents_file: Path | None = None,
+    webhooks: WebhookSettings | None = None,
+    **engine: Any,
+) -> Settings:
     return Settings(
         listen="127.0.0.1:0",
         database_url=database_url,
@@ -29,6 +35,7 @@ def server_settings(database_url: str, agents_file: Path | None = None, **engine
         shutdown_grace_s=1.0,
         log_level="WARNING",
         engine=dataclasses.replace(FAST, **engine),
+        webhooks=webhooks or WebhookSettings(),
     )
 
 
@@ -61,8 +68,10 @@ class Launcher:
     database_url: str
     stack: Any
 
-    async def __call__(self, agents_file: Path | None = None, **engine: Any) -> Harness:
-        settings = server_settings(self.database_url, agents_file, **engine)
+    async def __call__(
+        self, agents_file: Path | None = None, webhooks: WebhookSettings | None = None, **engine: Any
+    ) -> Harness:
+        settings = server_settings(self.database_url, agents_file, webhooks, **engine)
         server = await self.stack.enter_async_context(running(settings))
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         self.stack.push_async_callback(channel.close)
