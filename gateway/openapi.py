@@ -1,0 +1,196 @@
+"""OpenAPI 3.1 pieces: JSON Schemas derived from message descriptors (the ProtoJSON shapes the codec
+reads and writes), small builders for operations, and the document assembled from the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from gateway.codec import WELL_KNOWN
+
+Schema = dict[str, Any]
+Operation = dict[str, Any]  # an OpenAPI Operation Object
+
+ERROR = "agentrun.gateway.Error"
+_REF = "#/components/schemas/"
+_INT64 = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_SFIXED64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_FIXED64,
+}
+_SCALARS: Mapping[int, Schema] = {
+    FieldDescriptor.TYPE_STRING: {"type": "string"},
+    FieldDescriptor.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
+    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
+    FieldDescriptor.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FieldDescriptor.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_UINT32: {"type": "integer", "minimum": 0},
+    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "minimum": 0},
+}
+# ProtoJSON writes 64-bit integers as strings (JavaScript numbers lose precision); it reads both.
+_INT64_SCHEMA: Schema = {"type": ["string", "integer"], "format": "int64"}
+_WELL_KNOWN_SCHEMAS: Mapping[str, Schema] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array"},
+    "google.protobuf.FieldMask": {"type": "string"},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}}},
+    "google.protobuf.DoubleValue": {"type": ["number", "null"]},
+    "google.protobuf.FloatValue": {"type": ["number", "null"]},
+    "google.protobuf.Int64Value": {"type": ["string", "integer", "null"], "format": "int64"},
+    "google.protobuf.UInt64Value": {"type": ["string", "integer", "null"], "format": "int64"},
+    "google.protobuf.Int32Value": {"type": ["integer", "null"], "format": "int32"},
+    "google.protobuf.UInt32Value": {"type": ["integer", "null"], "minimum": 0},
+    "google.protobuf.BoolValue": {"type": ["boolean", "null"]},
+    "google.protobuf.StringValue": {"type": ["string", "null"]},
+    "google.protobuf.BytesValue": {"type": ["string", "null"], "contentEncoding": "base64"},
+}
+_ERROR_SCHEMA: Schema = {
+    "type": "object",
+    "description": "google JSON error: the gRPC status with its ErrorInfo and BadRequest details.",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "status", "message"],
+            "properties": {
+                "code": {"type": "integer", "description": "HTTP status"},
+                "status": {"type": "string", "description": "gRPC code name, e.g. NOT_FOUND"},
+                "message": {"type": "string"},
+                "details": {"type": "array", "items": _WELL_KNOWN_SCHEMAS["google.protobuf.Any"]},
+            },
+        }
+    },
+}
+
+
+class Schemas:
+    """components.schemas: message and enum schemas built on first reference (so recursive
+    messages work), plus schemas families add by name."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, Schema] = {ERROR: _ERROR_SCHEMA}
+
+    def add(self, name: str, schema: Schema) -> Schema:
+        """Registers a family's named schema; returns a $ref to it."""
+        self.components[name] = schema
+        return ref(name)
+
+    def of(self, cls: type[Message]) -> Schema:
+        """Schema of a message class, e.g. `schemas.of(run_pb2.Run)` in a family's operation."""
+        # The stubs type DESCRIPTOR as "python or upb Descriptor"; both have the same surface.
+        return self.message(cast(Descriptor, cls.DESCRIPTOR))
+
+    def message(self, descriptor: Descriptor) -> Schema:
+        """Schema of a message in ProtoJSON (a $ref, or the inline form of a well-known type)."""
+        if descriptor.full_name in WELL_KNOWN:
+            return dict(_WELL_KNOWN_SCHEMAS[descriptor.full_name])
+        if descriptor.full_name not in self.components:
+            self.components[descriptor.full_name] = {}  # placeholder: stops recursion
+            properties = {f.json_name: self.field(f) for f in descriptor.fields}
+            self.components[descriptor.full_name] = {
+                "type": "object",
+                "description": f"{descriptor.full_name} in ProtoJSON (proto field names accepted too).",
+                "properties": properties,
+            }
+        return ref(descriptor.full_name)
+
+    def field(self, field: FieldDescriptor) -> Schema:
+        nested = field.message_type
+        if nested is not None and nested.GetOptions().map_entry:
+            value = nested.fields_by_name["value"]
+            return {"type": "object", "additionalProperties": self.field(value)}
+        item = self.single(field)
+        if field.is_repeated:
+            return {"type": "array", "items": item}
+        return item
+
+    def single(self, field: FieldDescriptor) -> Schema:
+        """Schema of one value of the field (an element, for repeated fields)."""
+        if field.message_type is not None:
+            return self.message(field.message_type)
+        if field.enum_type is not None:
+            return self.enum(field.enum_type)
+        if field.type in _INT64:
+            return dict(_INT64_SCHEMA)
+        return dict(_SCALARS[field.type])
+
+    def enum(self, descriptor: EnumDescriptor) -> Schema:
+        if descriptor.full_name not in self.components:
+            names = [v.name for v in descriptor.values]
+            self.components[descriptor.full_name] = {"type": "string", "enum": names}
+        return ref(descriptor.full_name)
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": _REF + name}
+
+
+def json_content(schema: Schema) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def operation(
+    operation_id: str,
+    summary: str,
+    *,
+    response: Schema,
+    tags: Iterable[str] = (),
+    parameters: Iterable[Mapping[str, Any]] = (),
+    body: Schema | None = None,
+    status: int = 200,
+    content_type: str = "application/json",
+    errors: Schema | None = None,
+) -> Operation:
+    """An Operation: JSON (or `content_type`) success response, errors in `errors` (the canonical
+    google JSON error by default; families pass their own error schema)."""
+    result: Operation = {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {
+            str(status): {"description": summary, "content": {content_type: {"schema": response}}},
+            "default": {"description": "error", "content": json_content(errors or ref(ERROR))},
+        },
+    }
+    if tags:
+        result["tags"] = list(tags)
+    if parameters:
+        result["parameters"] = [dict(p) for p in parameters]
+    if body is not None:
+        result["requestBody"] = {"required": False, "content": json_content(body)}
+    return result
+
+
+def parameter(
+    name: str, where: str, schema: Schema, *, required: bool = False, description: str = ""
+) -> Schema:
+    result: Schema = {"name": name, "in": where, "schema": schema, "required": required or where == "path"}
+    if description:
+        result["description"] = description
+    return result
+
+
+def document(
+    operations: Iterable[tuple[str, str, Operation]], schemas: Schemas, *, title: str, version: str
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of (method, path, operation) triples."""
+    paths: dict[str, dict[str, Operation]] = {}
+    for method, path, op in operations:
+        paths.setdefault(path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": dict(sorted(schemas.components.items()))},
+    }

@@ -1,0 +1,83 @@
+"""Gateway settings: defaults, overridden by AGENTRUN_GATEWAY_* environment variables, overridden by
+flags. Read once in __main__ (or by the server's CLI) and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+ENV_PREFIX = "AGENTRUN_GATEWAY_"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    listen: str = "127.0.0.1:8080"
+    upstream: str = "127.0.0.1:50051"
+    max_body_bytes: int = 1024 * 1024
+    sse_heartbeat_s: float = 15.0
+    ready_timeout_s: float = 2.0
+    log_level: str = "INFO"
+    # Families B and C name no agent in their paths: the agents their runs go to by default.
+    family_b_agent: str = "echo"
+    family_c_agent: str = "ai-echo"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+# flag / env suffix -> (settings attribute, type, help)
+_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "listen": ("listen", str, "HTTP listen address host:port (port 0 picks a free one)"),
+    "upstream": ("upstream", str, "gRPC target of the agentrun server, host:port"),
+    "max-body-bytes": ("max_body_bytes", int, "largest accepted request body; larger is HTTP 413"),
+    "sse-heartbeat": (
+        "sse_heartbeat_s",
+        float,
+        "seconds of silence after which an SSE stream gets a heartbeat",
+    ),
+    "ready-timeout": ("ready_timeout_s", float, "seconds /ready waits for the upstream health check"),
+    "log-level": ("log_level", str, "DEBUG, INFO, WARNING, ERROR"),
+    "family-b-agent": ("family_b_agent", str, "agent for family B jobs that name no recipe_name"),
+    "family-c-agent": ("family_c_agent", str, "agent for family C runs (model/provider override its model)"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, flag_prefix: str = "") -> None:
+    """Adds the gateway flags; `flag_prefix` (e.g. "gateway-") keeps them apart from the server's
+    flags when one command serves both."""
+    for flag, (_, kind, help_text) in _OPTIONS.items():
+        env = _env_name(flag)
+        parser.add_argument(
+            f"--{flag_prefix}{flag}", type=kind, default=None, help=f"{help_text} [env {env}]"
+        )
+
+
+def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> GatewaySettings:
+    parser = argparse.ArgumentParser(prog="python -m gateway")
+    add_arguments(parser)
+    return from_namespace(parser.parse_args(list(argv)), environ)
+
+
+def from_namespace(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ, flag_prefix: str = ""
+) -> GatewaySettings:
+    values: dict[str, object] = {}
+    for flag, (attr, kind, _) in _OPTIONS.items():
+        value = getattr(args, (flag_prefix + flag).replace("-", "_"), None)
+        env = environ.get(_env_name(flag))
+        if value is None and env is not None:
+            value = kind(env)
+        if value is not None:
+            values[attr] = value
+    return GatewaySettings(**values)  # type: ignore[arg-type]
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.upper().replace("-", "_")

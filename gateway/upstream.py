@@ -1,0 +1,96 @@
+"""The gateway's one gRPC channel to the agentrun server (HTTP/2: every request of every family is
+a stream on it, so many calls are in flight at once), its stubs, and the calls families make."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import grpc
+from agentrun.v1 import run_service_pb2, run_service_pb2_grpc
+from aiohttp import web
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway import keys
+from gateway.errors import ApiError
+
+R = TypeVar("R")
+Metadata = Sequence[tuple[str, str]]
+StreamCall = grpc.aio.UnaryStreamCall[run_service_pb2.StreamRunRequest, run_service_pb2.StreamRunResponse]
+
+RUN_SERVICE = run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
+# Request headers passed on as gRPC metadata: the server does auth and tenancy once for every
+# transport, so the gateway forwards credentials rather than judging them.
+FORWARDED_HEADERS = ("authorization", "x-api-key", "x-request-id", "traceparent", "tracestate")
+_CHANNEL_OPTIONS = [
+    # Runs carry whole answers, tool results and 1 MB inputs; gRPC's 4 MiB default is too tight.
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # Idle HTTP/2 connections through NATs and proxies: ping so a dead upstream is noticed.
+    ("grpc.keepalive_time_ms", 30_000),
+]
+
+
+class Upstream:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.runs = run_service_pb2_grpc.RunServiceStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
+
+    async def call(
+        self,
+        rpc: Callable[..., Awaitable[R]],
+        message: Message,
+        request: web.Request | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> R:
+        """One unary call, e.g. `await up.call(up.runs.GetRun, GetRunRequest(...), request)`;
+        a gRPC failure leaves as ApiError (the parsed google.rpc.Status)."""
+        try:
+            return await rpc(message, metadata=forwarded_metadata(request), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise ApiError.from_rpc(exc) from None
+
+    def stream_run(
+        self, message: run_service_pb2.StreamRunRequest, request: web.Request | None = None
+    ) -> StreamCall:
+        """Opens StreamRun; the caller reads it and must cancel it (see gateway.sse)."""
+        call: StreamCall = self.runs.StreamRun(message, metadata=forwarded_metadata(request))
+        return call
+
+    async def serving(self, timeout: float) -> tuple[bool, str]:
+        """The standard gRPC health check of RunService: (serving?, status or error code name)."""
+        check = health_pb2.HealthCheckRequest(service=RUN_SERVICE)
+        try:
+            response = await self._health.Check(check, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return False, exc.code().name
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return response.status == health_pb2.HealthCheckResponse.SERVING, status
+
+
+def forwarded_metadata(request: web.Request | None) -> Metadata:
+    if request is None:
+        return ()
+    metadata = []
+    for name in FORWARDED_HEADERS:
+        value = request.headers.get(name)
+        if value is not None and value.isascii() and value.isprintable():  # gRPC rejects the rest
+            metadata.append((name, value))
+    return tuple(metadata)
+
+
+def upstream(request: web.Request) -> Upstream:
+    return request.app[keys.UPSTREAM]
+
+
+async def channel_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: one channel for the app's lifetime; closing it cancels calls still open."""
+    channel = grpc.aio.insecure_channel(app[keys.SETTINGS].upstream, options=_CHANNEL_OPTIONS)
+    app[keys.UPSTREAM] = Upstream(channel)
+    try:
+        yield
+    finally:
+        await channel.close(None)
