@@ -8,6 +8,7 @@ import signal
 import sys
 
 from gateway.app import serve_gateway
+from gateway.families import all_families
 from gateway.settings import GatewaySettings, load
 
 
@@ -18,7 +19,7 @@ async def _serve(settings: GatewaySettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve_gateway(settings, stop)
+    await serve_gateway(settings, stop, all_families())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""agentrun command line: `agentrun serve [flags]` (see --help)."""
+"""agentrun command line: `agentrun serve [flags]` serves the gRPC API and, unless --no-gateway, the
+HTTP gateway in front of it (see --help)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 import sys
 
+from gateway import settings as gateway_settings
 from server import settings as settings_module
 from server.agents.registry import AgentConfigError
 
@@ -14,15 +16,20 @@ from server.agents.registry import AgentConfigError
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="agentrun", description="Run AI agents durably over gRPC.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve the gRPC API (SQLite and the demo agents by default)")
+    serve = commands.add_parser(
+        "serve", help="serve the gRPC API and the HTTP gateway (SQLite and the demo agents by default)"
+    )
     settings_module.add_arguments(serve)
+    serve.add_argument("--no-gateway", action="store_true", help="serve gRPC only")
+    gateway_settings.add_arguments(serve, flag_prefix="gateway-")
     args = parser.parse_args(argv)
     settings = settings_module.from_namespace(args)
+    gateway = None if args.no_gateway else gateway_settings.from_namespace(args, flag_prefix="gateway-")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from server.app import serve as run_server
 
     try:
-        asyncio.run(run_server(settings))
+        asyncio.run(run_server(settings, gateway))
     except AgentConfigError as exc:
         sys.exit(f"agentrun: {exc}")
 
