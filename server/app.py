@@ -55,7 +55,10 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
             deliverer.wake()  # the run's outbox row was committed with this event
 
     outbox = Outbox(render, settings.webhooks.max_age_s)
-    async with SqlStore.open(settings.database_url, publish, outbox) as store:
+    async with (
+        SqlStore.open(settings.database_url, publish, outbox) as store,
+        contextlib.AsyncExitStack() as stack,
+    ):
         engine = Engine(store, hub, agents, settings.engine)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         run_service_pb2_grpc.add_RunServiceServicer_to_server(RunService(engine, deliverer), server)
@@ -71,6 +74,7 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
         )
         port = server.add_insecure_port(settings.listen)
         await engine.start()
+        await stack.enter_async_context(store.listen(hub.poke, engine.wake))
         await deliverer.start(store.deliveries)
         await server.start()
         for name in ("", SERVICE_NAME):

@@ -4,7 +4,7 @@ database, a file or in-memory, and a client stub talking to it over TCP."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from server.app import RunningServer, running
 from server.engine.engine import EngineSettings
 from server.settings import Settings
 from server.webhooks.deliverer import WebhookSettings
+from tests import postgres
 
 FAST = EngineSettings(lease_s=2.0, sweep_interval_s=0.3, poll_interval_s=0.2, cancel_grace_s=2.0)
 
@@ -39,8 +40,24 @@ def server_settings(
     )
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    yield from postgres.server()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    url, name = postgres.fresh_database(postgres_server)
+    yield url
+    postgres.drop_database(postgres_server, name)
+
+
+@pytest.fixture(params=["file", "memory", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same store and engine tests run on each backend."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return f"sqlite:///{tmp_path / 'agentrun.db'}" if request.param == "file" else "sqlite:///:memory:"
 
 

@@ -24,7 +24,7 @@ S = run_pb2.RunState
 
 class Proc:
     def __init__(self, db: Path, *flags: str) -> None:
-        args = [sys.executable, "-m", "server", "serve", "--listen", "127.0.0.1:0"]
+        args = [sys.executable, "-m", "server", "serve", "--no-gateway", "--listen", "127.0.0.1:0"]
         args += ["--database-url", f"sqlite:///{db}", "--lease", "1", "--sweep-interval", "0.3"]
         args += ["--poll-interval", "0.2", "--log-level", "WARNING", *flags]
         self.p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)

@@ -84,6 +84,10 @@ class Engine:
         loops: list[Coroutine[Any, Any, None]] = [self._dispatch(), self._renew(), self._sweep()]
         self._tasks = [asyncio.create_task(c) for c in loops]
 
+    def wake(self) -> None:
+        """Runs were queued elsewhere (another replica): claim now rather than at the next poll."""
+        self._wake.set()
+
     async def shutdown(self, grace_s: float) -> None:
         """Stop claiming, give running runs `grace_s` to finish, then release the rest to the queue."""
         self._accepting = False

@@ -36,6 +36,13 @@ class Subscription:
             self._queue.get_nowait()  # make room for the wake-up below
             self._queue.put_nowait([])
 
+    def wake(self) -> None:
+        """Events were committed elsewhere: make the follower read the store now."""
+        if not self.lagged:
+            self.lagged = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait([])
+
     async def get(self, timeout: float) -> list[EventRecord] | None:
         """Next batch of live events; None on timeout. An empty batch means "lagged"."""
         if not self._queue.empty():
@@ -61,6 +68,10 @@ class Hub:
         for run_id, batch in by_run.items():
             for subscription in self._subscribers.get(run_id, ()):
                 subscription.offer(batch)
+
+    def poke(self, run_id: str) -> None:
+        for subscription in self._subscribers.get(run_id, ()):
+            subscription.wake()
 
     @contextlib.contextmanager
     def subscribe(self, run_id: str) -> Iterator[Subscription]:

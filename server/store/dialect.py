@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -18,15 +18,24 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 @dataclass
 class Engines:
-    """`write`: a synchronous engine used only by the writer thread (one hop per group commit
-    instead of one per statement). `read`: the async engine for reads (aiosqlite), or None for an
-    in-memory database, which exists only inside the writer's single connection."""
+    """`write`: the writer's engine — synchronous on SQLite (used only by the writer thread: one
+    hop per group commit instead of one per statement), asyncpg on PostgreSQL. `read`: the async
+    engine for reads, or None for an in-memory database, which exists only inside the writer's
+    single connection. `url`: the plain driver URL (for PostgreSQL's LISTEN connection)."""
 
-    write: Engine
+    write: Engine | AsyncEngine
     read: AsyncEngine | None
+    url: str = ""
+
+    @property
+    def postgres(self) -> bool:
+        return isinstance(self.write, AsyncEngine)
 
     async def dispose(self) -> None:
-        self.write.dispose()
+        if isinstance(self.write, AsyncEngine):
+            await self.write.dispose()
+        else:
+            self.write.dispose()
         if self.read is not None:
             await self.read.dispose()
 
@@ -60,10 +69,22 @@ def _setup_sqlite(sync_engine: Engine, *, wal: bool, writes: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _postgres(url: URL) -> Engines:
+    # pre_ping: a pooled connection that died with a database restart is replaced, not handed out.
+    write = create_async_engine(url, pool_size=1, max_overflow=1, pool_pre_ping=True)
+    read = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return Engines(write, read, plain)
+
+
 def create_engines(url: str) -> Engines:
     parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.get_driver_name() != "asyncpg":
+            raise ValueError(f"unsupported database URL {url!r}: use postgresql+asyncpg://...")
+        return _postgres(parsed)
     if parsed.get_backend_name() != "sqlite":
-        raise ValueError(f"unsupported database URL {url!r}: only sqlite:///... is available in this build")
+        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///... or postgresql+asyncpg://...")
     if parsed.database in (None, "", ":memory:"):
         # check_same_thread off: the connection is created and used by the writer thread only, but
         # SQLAlchemy's pool may hand it over from another thread at startup.
@@ -80,16 +101,16 @@ def create_engines(url: str) -> Engines:
     return Engines(write, read)
 
 
-def _insert_factory(engine: Engine) -> Callable[[Table], Any]:
+def _insert_factory(engine: Engine | AsyncEngine) -> Callable[[Table], Any]:
     return sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
 
 
-def insert_ignore(table: Table, engine: Engine, conflict: list[str]) -> Any:
+def insert_ignore(table: Table, engine: Engine | AsyncEngine, conflict: list[str]) -> Any:
     """INSERT that does nothing when `conflict` columns collide (idempotency keys)."""
     return _insert_factory(engine)(table).on_conflict_do_nothing(index_elements=conflict)
 
 
-def upsert_counter(table: Table, engine: Engine, counter: str, refresh: list[str]) -> Any:
+def upsert_counter(table: Table, engine: Engine | AsyncEngine, counter: str, refresh: list[str]) -> Any:
     """INSERT a row, or on a primary-key collision add one to `counter` and take `refresh` columns
     from the new row."""
     stmt = _insert_factory(engine)(table)

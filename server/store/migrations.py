@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import JSON, Column, Connection, Engine, String, inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from server.store.tables import SCHEMA_VERSION, WEBHOOK_DELIVERY
@@ -47,3 +48,13 @@ def _apply(conn: Connection) -> None:
 def migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         _apply(conn)
+
+
+# Serializes migrations of replicas that start at once (PostgreSQL transaction-scoped advisory lock).
+_LOCK = text("SELECT pg_advisory_xact_lock(7352860)")
+
+
+async def migrate_async(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(_LOCK)
+        await conn.run_sync(_apply)

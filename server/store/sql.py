@@ -6,16 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Executable, and_, delete, func, or_, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.store import dialect
 from server.store import statements as st
 from server.store.deliveries import DeliveryStore, Outbox
-from server.store.migrations import migrate
+from server.store.listener import Listener
+from server.store.migrations import migrate, migrate_async
 from server.store.records import (
     PAUSED,
     PENDING,
@@ -47,7 +50,8 @@ def _event(row: Row[Any]) -> EventRecord:
 class SqlStore:
     def __init__(self, engines: dialect.Engines, publish: Publish, outbox: Outbox | None = None) -> None:
         self._engines = engines
-        self._writer = Writer(engines.write, publish)
+        self.origin = uuid.uuid4().hex[:12]  # tells this replica's notifications from the others'
+        self._writer = Writer(engines.write, publish, origin=self.origin)
         self._outbox = outbox or Outbox()
         self.deliveries = DeliveryStore(self._writer, self._fetch)
         write = engines.write
@@ -61,7 +65,10 @@ class SqlStore:
     async def open(cls, url: str, publish: Publish, outbox: Outbox | None = None) -> AsyncIterator[SqlStore]:
         engines = dialect.create_engines(url)
         try:
-            await asyncio.to_thread(migrate, engines.write)
+            if isinstance(engines.write, AsyncEngine):
+                await migrate_async(engines.write)
+            else:
+                await asyncio.to_thread(migrate, engines.write)
             store = cls(engines, publish, outbox)
             await store._writer.start()
             try:
@@ -70,6 +77,22 @@ class SqlStore:
                 await store._writer.stop()
         finally:
             await engines.dispose()
+
+    @contextlib.asynccontextmanager
+    async def listen(
+        self, on_events: Callable[[str], None], on_queue: Callable[[], None]
+    ) -> AsyncIterator[None]:
+        """While open, other replicas' commits wake `on_events(run_id)` and `on_queue()` (PostgreSQL;
+        a no-op on SQLite, where every process polls)."""
+        if not self._engines.postgres:
+            yield
+            return
+        listener = Listener(self._engines.url, self.origin, on_events, on_queue)
+        await listener.start()
+        try:
+            yield
+        finally:
+            await listener.stop()
 
     async def _fetch(
         self, *queries: Executable | tuple[Executable, dict[str, Any]]
@@ -113,11 +136,11 @@ class SqlStore:
 
         def op(tx: Tx) -> tuple[RunRecord, bool]:
             # Runs already waiting go first: a new run skips the queue only when it is empty.
-            queue_empty = (
-                lease is not None
-                and tx.conn.execute(st.ANY_QUEUED).first() is None
-                and tx.conn.execute(st.SESSION_BUSY, {"sid": new.session_id}).first() is None
-            )
+            queue_empty = lease is not None and tx.conn.execute(st.ANY_QUEUED).first() is None
+            if queue_empty:
+                # Lock the session's row (PostgreSQL) so two replicas cannot both start a run of it.
+                tx.conn.execute(st.LOCK_SESSION, {"sid": new.session_id})
+                queue_empty = tx.conn.execute(st.SESSION_BUSY, {"sid": new.session_id}).first() is None
             row = tx.conn.execute(
                 self._insert_run_ignore if new.idempotency_key else st.INSERT_RUN,
                 leased if queue_empty else values,
@@ -131,7 +154,9 @@ class SqlStore:
             start = EventRecord(new.id, 1, START, {"session_id": new.session_id, "attempt": 1}, now)
             tx.conn.execute(st.INSERT_EVENT, _event_values(start))
             tx.published.append(start)
-            return _record(row), True
+            record = _record(row)
+            tx.queued = record.state == QUEUED
+            return record, True
 
         return await self._writer.call(op)
 
@@ -244,6 +269,7 @@ class SqlStore:
             event = EventRecord(run_id, record.last_seq, outcome.event_type, outcome.event_data, now, record)
             tx.conn.execute(st.INSERT_EVENT, _event_values(event))
             tx.published.append(event)
+            tx.queued = outcome.state == QUEUED
             return record
 
         return await self._writer.call(op)
@@ -271,6 +297,7 @@ class SqlStore:
                 )
                 .returning(*RUN.c)
             ).first()
+            tx.queued = row is not None
             return _record(row) if row is not None else None
 
         return await self._writer.call(op)

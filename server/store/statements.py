@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeEngine
 
 from server.store.records import COMPLETED, PAUSED, QUEUED, RUNNING
-from server.store.tables import RUN, RUN_EVENT
+from server.store.tables import RUN, RUN_EVENT, SESSION
 
 # What reads of a run return: everything but the columns only the engine needs.
 VIEW = [c for c in RUN.c if c.name not in ("agent_state", "resume", "request_hash", "messages")]
@@ -36,6 +36,7 @@ _prior = RUN.alias("prior")
 _SESSION_FREE = ~exists().where(
     _prior.c.session_id == RUN.c.session_id, _prior.c.number < RUN.c.number, _prior.c.state.in_(ACTIVE)
 )
+LOCK_SESSION = select(SESSION.c.id).where(SESSION.c.id == bindparam("sid")).with_for_update()
 SESSION_BUSY = (
     select(RUN.c.number).where(RUN.c.session_id == bindparam("sid"), RUN.c.state.in_(ACTIVE)).limit(1)
 )

@@ -1,6 +1,8 @@
-"""The single writer: one thread owns the write connection and commits whatever is queued in one
-transaction (group commit), one thread hop per batch. Event appends of many runs share a
-transaction; a batch that fails is retried op by op so one bad op cannot take the others down."""
+"""The single writer: one connection commits whatever is queued in one transaction (group commit).
+On SQLite a thread owns the connection (one thread hop per batch); on PostgreSQL the batch runs on
+an asyncpg connection through SQLAlchemy's run_sync (no thread). Event appends of many runs share a
+transaction; a batch that fails is retried op by op so one bad op cannot take the others down; a
+lost connection is replaced and the batch retried."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.store import statements as st
 from server.store.records import EventRecord
@@ -22,6 +26,61 @@ from server.store.records import EventRecord
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BATCH = 1024
+RECONNECT_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+# Other replicas listen on these (PostgreSQL): committed events of a run, and newly queued runs.
+EVENTS_CHANNEL, QUEUE_CHANNEL = "agentrun_events", "agentrun_queue"
+_NOTIFY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
+
+
+def disconnected(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class _ThreadDb:
+    """SQLite: a sync connection used only from one thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._conn: Connection | None = None
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def open(self) -> None:
+        self._conn = await self._in_thread(self._engine.connect)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._conn is not None
+        return await self._in_thread(fn, self._conn, *args)
+
+    async def close(self, final: bool = False) -> None:
+        if self._conn is not None:
+            await self._in_thread(self._conn.close)
+            self._conn = None
+        if final:
+            self._thread.shutdown(wait=True)
+
+
+class _AsyncDb:
+    """PostgreSQL: an asyncpg connection; sync SQLAlchemy code runs on it through run_sync."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+
+    async def open(self) -> None:
+        self._conn = await self._engine.connect()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._conn is not None
+        return await self._conn.run_sync(fn, *args)
+
+    async def close(self, final: bool = False) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
 
 
 @dataclass(slots=True)
@@ -31,6 +90,8 @@ class Tx:
 
     conn: Connection
     published: list[EventRecord] = field(default_factory=list)
+    # Set by an op that queued a run, so other replicas' dispatchers are told.
+    queued: bool = False
 
 
 @dataclass(slots=True)
@@ -57,17 +118,22 @@ _Op = _Append | _Call
 
 class Writer:
     def __init__(
-        self, engine: Engine, on_commit: Callable[[list[EventRecord]], None], max_queue: int = 20_000
+        self,
+        engine: Engine | AsyncEngine,
+        on_commit: Callable[[list[EventRecord]], None],
+        max_queue: int = 20_000,
+        origin: str = "",
     ) -> None:
-        self._engine = engine
+        self._db = _AsyncDb(engine) if isinstance(engine, AsyncEngine) else _ThreadDb(engine)
+        # PostgreSQL: tell other replicas what this batch committed (`origin` marks our own).
+        self._notify = isinstance(engine, AsyncEngine)
+        self._origin = origin
         self._on_commit = on_commit
         self._queue: asyncio.Queue[_Op] = asyncio.Queue(max_queue)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        self._conn: Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._conn = await self._in_thread(self._engine.connect)
+        await self._db.open()
         self._task = asyncio.create_task(self._loop(), name="store-writer")
 
     async def stop(self) -> None:
@@ -75,12 +141,7 @@ class Writer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._conn is not None:
-            await self._in_thread(self._conn.close)
-        self._thread.shutdown(wait=True)
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        await self._db.close(final=True)
 
     async def call(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in the writer thread inside the next group transaction; returns once that
@@ -91,16 +152,14 @@ class Writer:
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` on the writer's connection outside any transaction (in-memory databases)."""
-        conn = self._conn
-        assert conn is not None
 
-        def run() -> T:
+        def run(conn: Connection) -> T:
             try:
                 return fn(conn)
             finally:
                 conn.rollback()  # end the transaction the read began, so the next batch can begin
 
-        return await self._in_thread(run)
+        return await self._db.run(run)
 
     async def append(self, run_id: str, owner: str, events: list[EventRecord]) -> asyncio.Future[bool]:
         """Queue events of a RUNNING run leased by `owner`. The future says whether they were stored:
@@ -114,7 +173,7 @@ class Writer:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            outcomes, published = await self._in_thread(self._commit, batch)
+            outcomes, published = await self._commit_batch(batch)
             self._on_commit(published)
             for op, outcome in zip(batch, outcomes, strict=True):
                 if op.future.done():
@@ -124,15 +183,34 @@ class Writer:
                 else:
                     op.future.set_result(outcome)
 
-    # ---- in the writer thread -----------------------------------------------------------
+    async def _commit_batch(self, batch: list[_Op]) -> tuple[list[Any], list[EventRecord]]:
+        """Commit a batch; when the connection was lost (a database restart), reconnect and retry."""
+        for delay in (*RECONNECT_DELAYS_S, None):
+            try:
+                return await self._db.run(self._commit, batch)
+            except Exception as exc:
+                if not disconnected(exc) or delay is None:
+                    raise
+                log.warning("store connection lost; reconnecting in %.2fs", delay)
+                await asyncio.sleep(delay)
+                await self._db.close()
+                with contextlib.suppress(Exception):
+                    await self._db.open()
+        raise AssertionError("unreachable")
 
-    def _commit(self, batch: list[_Op]) -> tuple[list[Any], list[EventRecord]]:
-        assert self._conn is not None
+    # ---- on the writer's connection -----------------------------------------------------
+
+    def _commit(self, conn: Connection, batch: list[_Op]) -> tuple[list[Any], list[EventRecord]]:
         try:
-            with self._conn.begin():
-                tx = Tx(self._conn)
-                return self._run(tx, batch), tx.published
+            with conn.begin():
+                tx = Tx(conn)
+                results = self._run(tx, batch)
+                if self._notify:
+                    self._announce(tx)
+                return results, tx.published
         except Exception as exc:
+            if disconnected(exc):
+                raise  # not this batch's fault: reconnect and retry it whole
             if len(batch) == 1:
                 log.error("store write failed", exc_info=exc)
                 return [False if isinstance(batch[0], _Append) else _Failed(exc)], []
@@ -140,10 +218,19 @@ class Writer:
         outcomes: list[Any] = []
         published: list[EventRecord] = []
         for op in batch:
-            done, events = self._commit([op])
+            done, events = self._commit(conn, [op])
             outcomes += done
             published += events
         return outcomes, published
+
+    def _announce(self, tx: Tx) -> None:
+        """NOTIFY (delivered at commit) the runs that got events, and whether a run was queued."""
+        runs = sorted({e.run_id for e in tx.published})
+        if runs:
+            payloads = [f"{self._origin}:{run_id}" for run_id in runs]
+            tx.conn.execute(_NOTIFY, {"channel": EVENTS_CHANNEL, "payloads": payloads})
+        if tx.queued:
+            tx.conn.execute(_NOTIFY, {"channel": QUEUE_CHANNEL, "payloads": [self._origin]})
 
     def _run(self, tx: Tx, batch: list[_Op]) -> list[Any]:
         results: list[Any] = []
