@@ -1,0 +1,72 @@
+"""Several server replicas on one PostgreSQL database: any replica answers for any run. Streams,
+Cancel and Continue sent to one replica reach a run that another executes; LISTEN/NOTIFY carries
+the news between them (the replicas here poll rarely, so only the notifications can be fast)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from agentrun.v1 import run_pb2
+from agentrun.v1 import run_service_pb2 as pb
+
+from tests.conftest import Harness, Launcher
+
+S = run_pb2
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    return postgres_url
+
+
+async def replicas(launch: Launcher) -> tuple[Harness, Harness]:
+    """`front` takes requests but executes nothing; `worker` executes."""
+    worker = await launch(poll_interval_s=5.0)
+    front = await launch(workers=0, poll_interval_s=5.0)
+    return front, worker
+
+
+async def test_a_stream_through_another_replica_is_live_and_whole(launch: Launcher) -> None:
+    front, worker = await replicas(launch)
+    run = await front.run("slow", "tokens=30 delay_ms=20")
+    started = time.monotonic()
+    events = await front.events(run_id=run.id, after_seq=0)
+    assert time.monotonic() - started < 3  # not waiting for 5 s polls
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].type == S.EVENT_TYPE_STOP
+    assert len([e for e in events if e.type == S.EVENT_TYPE_CONTENT_DELTA]) == 30
+    assert (await worker.get(run.id)).state == S.RUN_STATE_COMPLETED
+
+
+async def test_cancel_and_continue_reach_the_executing_replica(launch: Launcher) -> None:
+    front, _ = await replicas(launch)
+    long = await front.run("slow", "tokens=500 delay_ms=20")
+    async with asyncio.timeout(5):
+        while (await front.get(long.id)).state != S.RUN_STATE_RUNNING:
+            await asyncio.sleep(0.02)
+    cancelled = (await front.stub.CancelRun(pb.CancelRunRequest(run_id=long.id))).run
+    assert cancelled.state == S.RUN_STATE_CANCELLED
+
+    paused = await front.run("approval", "email the team", wait=True)
+    assert paused.state == S.RUN_STATE_PAUSED
+    started = time.monotonic()
+    request = pb.ContinueRequest(run_id=paused.id, decision=S.DECISION_APPROVE, wait=True)
+    done = (await front.stub.Continue(request)).run
+    assert done.state == S.RUN_STATE_COMPLETED and time.monotonic() - started < 3
+
+
+async def test_two_working_replicas_run_each_run_once(launch: Launcher) -> None:
+    a = await launch(workers=4)
+    b = await launch(workers=4)
+    runs = await asyncio.gather(*(h.run("slow", "tokens=3 delay_ms=10") for h in (a, b) for _ in range(20)))
+    async with asyncio.timeout(30):
+        for run in runs:
+            while (await a.get(run.id)).state != S.RUN_STATE_COMPLETED:
+                await asyncio.sleep(0.05)
+    for run in runs:
+        events = await a.events(run_id=run.id, after_seq=0)
+        assert [e.type for e in events].count(S.EVENT_TYPE_START) == 1
+        assert [e.type for e in events].count(S.EVENT_TYPE_STOP) == 1
+        assert (await a.get(run.id)).attempt == 1
