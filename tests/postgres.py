@@ -55,17 +55,18 @@ class Cluster:
             check=True,
             capture_output=True,
         )
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-        )
-        subprocess.run(
-            _as_postgres(
-                [_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.dir / "log"), "-w", "start"]
-            ),
-            check=True,
-            capture_output=True,
-        )
+        self._ctl("start")
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, action: str, *extra: str) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        data, log = str(self.dir / "data"), str(self.dir / "log")
+        argv = [_bin("pg_ctl"), "-D", data, "-o", f"{options} -c max_connections=300", "-l", log, "-w"]
+        subprocess.run(_as_postgres([*argv, *extra, action]), check=True, capture_output=True)
+
+    def restart(self) -> None:
+        """Stop (disconnecting every client) and start again."""
+        self._ctl("restart", "-m", "fast")
 
     def stop(self) -> None:
         subprocess.run(

@@ -23,9 +23,10 @@ S = run_pb2.RunState
 
 
 class Proc:
-    def __init__(self, db: Path, *flags: str) -> None:
+    def __init__(self, db: Path | str, *flags: str) -> None:
+        url = db if isinstance(db, str) else f"sqlite:///{db}"
         args = [sys.executable, "-m", "server", "serve", "--no-gateway", "--listen", "127.0.0.1:0"]
-        args += ["--database-url", f"sqlite:///{db}", "--lease", "1", "--sweep-interval", "0.3"]
+        args += ["--database-url", url, "--lease", "1", "--sweep-interval", "0.3"]
         args += ["--poll-interval", "0.2", "--log-level", "WARNING", *flags]
         self.p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert self.p.stdout is not None
@@ -37,10 +38,10 @@ class Proc:
 
     def run(self, agent_id: str, message: str, **fields: object) -> run_pb2.Run:
         request = pb.RunRequest(agent_id=agent_id, input=run_pb2.RunInput(message=message), **fields)  # type: ignore[arg-type]
-        return self.stub.Run(request).run
+        return self.stub.Run(request, timeout=20).run
 
     def get(self, run_id: str) -> run_pb2.Run:
-        return self.stub.GetRun(pb.GetRunRequest(run_id=run_id)).run
+        return self.stub.GetRun(pb.GetRunRequest(run_id=run_id), timeout=20).run
 
     def wait_for(self, run_id: str, done: set[int], timeout: float) -> run_pb2.Run:
         deadline = time.monotonic() + timeout
@@ -52,6 +53,15 @@ class Proc:
         self.channel.close()
         self.p.send_signal(sig)
         return self.p.wait(timeout=20)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A database several server processes share: a SQLite file, or a PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return tmp_path / "shared.db"
 
 
 @pytest.fixture
@@ -77,8 +87,8 @@ def test_health_and_reflection(tmp_path: Path, procs: list[Proc]) -> None:
     assert proc.stop() == 0
 
 
-def test_second_process_recovers_a_run_after_sigkill(tmp_path: Path, procs: list[Proc]) -> None:
-    db = tmp_path / "shared.db"
+def test_second_process_recovers_a_run_after_sigkill(shared_db: Path | str, procs: list[Proc]) -> None:
+    db = shared_db
     first = Proc(db)
     procs.append(first)
     run = first.run("slow", "tokens=1000 delay_ms=20")
@@ -98,8 +108,10 @@ def test_second_process_recovers_a_run_after_sigkill(tmp_path: Path, procs: list
     assert second.run("echo", "still here", wait=True).state == S.Value("RUN_STATE_COMPLETED")
 
 
-def test_sigterm_releases_unfinished_runs_to_another_process(tmp_path: Path, procs: list[Proc]) -> None:
-    db = tmp_path / "shared.db"
+def test_sigterm_releases_unfinished_runs_to_another_process(
+    shared_db: Path | str, procs: list[Proc]
+) -> None:
+    db = shared_db
     first = Proc(db, "--shutdown-grace", "0.3")
     procs.append(first)
     short = first.run("slow", "tokens=3 delay_ms=20")
@@ -119,8 +131,8 @@ def test_sigterm_releases_unfinished_runs_to_another_process(tmp_path: Path, pro
 
 
 @pytest.mark.parametrize("agent", ["approval", "ai-approval"])
-def test_paused_run_continues_after_restart(tmp_path: Path, procs: list[Proc], agent: str) -> None:
-    db = tmp_path / "shared.db"
+def test_paused_run_continues_after_restart(shared_db: Path | str, procs: list[Proc], agent: str) -> None:
+    db = shared_db
     first = Proc(db)
     procs.append(first)
     paused = first.run(agent, "restart me", wait=True)

@@ -32,8 +32,21 @@ EVENTS_CHANNEL, QUEUE_CHANNEL = "agentrun_events", "agentrun_queue"
 _NOTIFY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 
 
+# SQLSTATEs of a server that went away or is restarting: connection exceptions, admin/crash shutdown,
+# cannot connect now.
+_GONE = ("08", "57P01", "57P02", "57P03")
+
+
 def disconnected(exc: BaseException) -> bool:
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    """The connection, not the statement, failed: worth reconnecting and trying the batch again."""
+    if isinstance(exc, OSError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    return str(getattr(cause, "sqlstate", "") or "").startswith(_GONE)
 
 
 class _ThreadDb:
@@ -73,6 +86,8 @@ class _AsyncDb:
         self._conn = await self._engine.connect()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._conn is None:  # a reconnect failed earlier: try again now
+            await self.open()
         assert self._conn is not None
         return await self._conn.run_sync(fn, *args)
 
@@ -173,7 +188,14 @@ class Writer:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            outcomes, published = await self._commit_batch(batch)
+            try:
+                outcomes, published = await self._commit_batch(batch)
+            except Exception as exc:
+                # The database stayed unreachable: fail these ops (appends report "not stored", so
+                # their runs end EVENTS_LOST) and keep the writer alive for when it is back.
+                log.error("store write failed: %s", exc)
+                outcomes = [False if isinstance(op, _Append) else _Failed(exc) for op in batch]
+                published = []
             self._on_commit(published)
             for op, outcome in zip(batch, outcomes, strict=True):
                 if op.future.done():
