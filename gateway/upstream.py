@@ -29,6 +29,8 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     # Idle HTTP/2 connections through NATs and proxies: ping so a dead upstream is noticed.
     ("grpc.keepalive_time_ms", 30_000),
+    # An upstream like dns:///agentrun:50051 that resolves to several replicas: spread calls over all.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 
