@@ -36,7 +36,11 @@ def seconds(ts: timestamp_pb2.Timestamp) -> float:
 def output_value(run: run_pb2.Run) -> Any:
     """The answer: the JSON value for JSON answers, else the text."""
     if run.HasField("output_json"):
-        return json_format.MessageToDict(run.output_json)
+        # From the stored text, not the Struct: a Struct turns every integer into a double.
+        try:
+            return json.loads(run.output)
+        except ValueError:
+            return json_format.MessageToDict(run.output_json)
     return run.output
 
 
