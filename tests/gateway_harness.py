@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -95,6 +96,13 @@ class GatewayLauncher:
         running = await self.stack.enter_async_context(running_gateway(config, families))
         http = await self.stack.enter_async_context(httpx.AsyncClient(base_url=running.url, timeout=30.0))
         return Gateway(harness, running, http)
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The gateway translates; it never touches the store, whose backends the store and engine
+    tests already cover. One backend keeps the HTTP suites quick."""
+    return f"sqlite:///{tmp_path / 'agentrun.db'}"
 
 
 @pytest.fixture

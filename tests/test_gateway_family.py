@@ -19,6 +19,7 @@ from tests import gateway_harness
 from tests.gateway_harness import GatewayLauncher
 
 gateways = gateway_harness.gateways
+database_url = gateway_harness.database_url
 STATUS = {run_pb2.RUN_STATE_QUEUED: "queued", run_pb2.RUN_STATE_RUNNING: "running"}
 DETAIL = {"type": "object", "properties": {"detail": {}}}
 

@@ -13,6 +13,7 @@ from tests import gateway_harness
 from tests.gateway_harness import Gateway, GatewayLauncher
 
 gateways = gateway_harness.gateways
+database_url = gateway_harness.database_url
 gw = gateway_harness.gw
 OPS_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/openapi.json")}
 

@@ -9,6 +9,6 @@ from aiohttp import web
 
 
 def all_families() -> list[Callable[[web.Application], None]]:
-    from gateway.families import a, b, c
+    from . import a, b, c
 
     return [a.setup, b.setup, c.setup]

@@ -1,0 +1,384 @@
+"""Family A — Operativus "Agent Manager" (API_FAMILIES.md §A) on the gateway core: the agent list,
+sync / streaming / background runs, single and batch status, continue and cancel, each a RunService
+call; failures as RFC 7807 problem+json in the product's problem types."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from agentrun.v1 import run_pb2
+from agentrun.v1 import run_service_pb2 as pb
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from gateway import codec, errors, keys, openapi, sse
+from gateway.errors import ApiError, FieldViolation
+from gateway.families import a_shapes as shapes
+from gateway.registry import Registry
+
+MAX_RUN_IDS = 100
+PROBLEM_JSON = "application/problem+json"
+# (problem type slug, title) the product answers with, by our error reason and by HTTP status.
+_BY_REASON = {
+    "MALFORMED_JSON": ("malformed-request-body", "Malformed Request Body"),
+    "BODY_TOO_LARGE": ("payload-too-large", "Payload Too Large"),
+    "ALREADY_EXISTS": ("resource-already-exists", "Resource Already Exists"),
+    "IDEMPOTENCY_KEY_REUSED": ("resource-already-exists", "Resource Already Exists"),
+}
+_BY_STATUS = {
+    400: ("invalid-argument", "Invalid Argument"),
+    401: ("unauthorized", "Unauthorized Access"),
+    403: ("forbidden", "Forbidden"),
+    404: ("resource-not-found", "Resource Not Found"),
+    405: ("method-not-allowed", "Method Not Allowed"),
+    413: ("payload-too-large", "Payload Too Large"),
+    429: ("rate-limit-exceeded", "Rate Limit Exceeded"),
+    500: ("internal-server-error", "Internal Server Error"),
+}
+_RESOURCES = {"AGENT_NOT_FOUND": ("Agent", "agent_id"), "RUN_NOT_FOUND": ("AgentRun", "run_id")}
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+def render_problem(error: ApiError, instance: str | None = None) -> web.Response:
+    """RFC 7807 body: {type, title, status, detail, instance}, plus `invalidParams` for field
+    errors (with `field`/`message` too: the product's own clients read those) and the missing
+    resource's `resourceName`/`identifier`."""
+    slug, title = _kind(error)
+    body: dict[str, Any] = {
+        "type": f"urn:problem-type:{slug}",
+        "title": title,
+        "status": error.status,
+        "detail": _detail(error),
+        "instance": instance,
+    }
+    if error.violations:
+        body["invalidParams"] = [_param(v) for v in error.violations]
+    if error.reason in _RESOURCES:
+        name, key = _RESOURCES[error.reason]
+        body["resourceName"], body["identifier"] = name, error.metadata.get(key)
+    return web.json_response(
+        body, status=error.status, headers=error.headers, content_type=PROBLEM_JSON, dumps=codec.dumps
+    )
+
+
+def _kind(error: ApiError) -> tuple[str, str]:
+    if error.reason in _BY_REASON:
+        return _BY_REASON[error.reason]
+    if error.violations:
+        return "invalid-request", "Invalid Request Content"
+    if error.status == 404 and error.reason == "NOT_FOUND" and not error.metadata:
+        return "not-found", "Endpoint Not Found"  # no route: the router's 404, not a missing resource
+    return _BY_STATUS.get(error.status, ("response-status", "Request Failed"))
+
+
+def _detail(error: ApiError) -> str:
+    if error.violations:
+        return "; ".join(f"{field_name(v.field)}: {v.description}" for v in error.violations)
+    if error.reason == "RUN_NOT_PAUSED":
+        return f"Run is not in PAUSED state (status: {error.metadata.get('state', 'unknown')})"
+    if error.reason == "NOT_FOUND" and error.status == 404 and not error.metadata:
+        return "The requested resource could not be found."
+    return error.message
+
+
+def _param(violation: FieldViolation) -> dict[str, str]:
+    name = field_name(violation.field)
+    return {"name": name, "reason": violation.description, "field": name, "message": violation.description}
+
+
+def _problems(registry: Registry) -> Middleware:
+    """Renders this family's failures with the request path as `instance` (an ErrorRenderer sees
+    only the error); requests of other surfaces pass through to the core's middleware."""
+    inner = errors.middleware(lambda request: functools.partial(render_problem, instance=request.path))
+
+    @web.middleware
+    async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if registry.renderer_for(request) is not render_problem:
+            return await handler(request)
+        return await inner(request, handler)
+
+    return problems
+
+
+# ---- requests -------------------------------------------------------------------------------
+
+DECISIONS: dict[str, run_pb2.Decision] = {
+    "APPROVE": run_pb2.DECISION_APPROVE,
+    "APPROVED": run_pb2.DECISION_APPROVE,
+    "REJECT": run_pb2.DECISION_REJECT,
+    "REJECTED": run_pb2.DECISION_REJECT,
+}
+# Body names -> proto field names, with the snake_case spellings some doc pages use.
+_TOP_LEVEL = {"sessionId": "session_id", "userId": "user_id", "orgId": "org_id"}
+_OPTIONS = {
+    "model": "model",
+    "provider": "provider",
+    "temperature": "temperature",
+    "maxTokens": "max_tokens",
+    "systemPrompt": "system_prompt",
+}
+_SNAKE = re.compile(r"_([a-z0-9])")
+
+
+async def _body(request: web.Request, *, required: bool) -> dict[str, Any]:
+    body = await codec.read_json(request)
+    if (body is not None or required) and not isinstance(body, dict):
+        raise ApiError.invalid("request body must be a JSON object", reason="MALFORMED_JSON")
+    return body or {}
+
+
+async def _run_request(request: web.Request, *, wait: bool) -> pb.RunRequest:
+    body = await _body(request, required=True)
+    message, violations = codec.parse(
+        run_request_json(request.match_info["agentId"], body, wait), pb.RunRequest
+    )
+    text = body.get("message")
+    if (text is None or isinstance(text, str)) and not (text or "").strip():
+        violations.insert(0, FieldViolation("message", "must not be blank"))
+    if violations:
+        raise ApiError.invalid("invalid request", violations)
+    return message
+
+
+def run_request_json(agent_id: str, body: dict[str, Any], wait: bool) -> dict[str, Any]:
+    """The body as pb.RunRequest ProtoJSON. Unknown fields are dropped (the product's JSON binding
+    ignores them); values pass unchecked so the codec reports bad types under their paths."""
+    run_input: dict[str, Any] = {name: body[name] for name in ("message", "media") if name in body}
+    if isinstance(run_input.get("media"), list):
+        run_input["media"] = [_known(item, {"type": "type", "data": "data"}) for item in run_input["media"]]
+    followups = _pick(body, "generateFollowups")
+    if followups is not None:
+        run_input["generate_followups"] = followups
+    if "options" in body:
+        run_input["options"] = _known(body["options"], _OPTIONS)
+    result: dict[str, Any] = {
+        "agent_id": agent_id,
+        "input": run_input,
+        "wait": wait,
+        "metadata": {"family": "A"},
+    }
+    for name, field in _TOP_LEVEL.items():
+        value = _pick(body, name)
+        if value is not None:
+            result[field] = value
+    return result
+
+
+def _pick(body: dict[str, Any], name: str) -> Any:
+    """`name` or its snake_case spelling (the auth and sessions doc pages write `session_id`)."""
+    return body.get(name, body.get(re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)))
+
+
+def _known(value: Any, names: dict[str, str]) -> Any:
+    if not isinstance(value, dict):
+        return value  # left for the codec to report
+    picked = {field: _pick(value, name) for name, field in names.items()}
+    return {field: v for field, v in picked.items() if v is not None}
+
+
+def field_name(path: str) -> str:
+    """A server or codec field path in the body's names: `run.input.options.max_tokens` ->
+    `options.maxTokens`, `session_id` -> `sessionId`."""
+    for prefix in ("run.", "input."):
+        path = path.removeprefix(prefix)
+    return _SNAKE.sub(lambda m: m.group(1).upper(), path)
+
+
+def _decision(body: dict[str, Any]) -> run_pb2.Decision | None:
+    value = body.get("action", body.get("decision"))
+    return DECISIONS.get(value.strip().upper()) if isinstance(value, str) else None
+
+
+def _run_ids(values: list[str]) -> list[str]:
+    """`runIds` comma-separated and/or repeated: the ids in request order, once each."""
+    ids = (part.strip() for value in values for part in value.split(","))
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+async def _model(request: web.Request, run: run_pb2.Run) -> str:
+    if run.input.options.model:
+        return shapes.model_of(run, "")
+    up = request.app[keys.UPSTREAM]
+    try:
+        agent = (await up.call(up.runs.GetAgent, pb.GetAgentRequest(agent_id=run.agent_id), request)).agent
+    except ApiError:
+        return ""  # the agent left the configuration since; the run is still worth answering
+    return shapes.model_of(run, agent.model)
+
+
+def _json(value: Any) -> web.Response:
+    return web.json_response(value, dumps=codec.dumps)
+
+
+# ---- routes ---------------------------------------------------------------------------------
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    up = request.app[keys.UPSTREAM]
+    response = await up.call(up.runs.ListAgents, pb.ListAgentsRequest(), request)
+    return _json([shapes.agent_definition(agent) for agent in response.agents])
+
+
+async def get_agent(request: web.Request) -> web.Response:
+    up = request.app[keys.UPSTREAM]
+    message = pb.GetAgentRequest(agent_id=request.match_info["agentId"])
+    return _json(shapes.agent_definition((await up.call(up.runs.GetAgent, message, request)).agent))
+
+
+async def run_sync(request: web.Request) -> web.Response:
+    message = await _run_request(request, wait=True)
+    up = request.app[keys.UPSTREAM]
+    run = (await up.call(up.runs.Run, message, request)).run
+    return _json(shapes.run_response(run, await _model(request, run)))
+
+
+async def run_stream(request: web.Request) -> web.StreamResponse:
+    message = await _run_request(request, wait=False)
+    shaper = shapes.StreamShaper(followups=message.input.generate_followups)
+    return await sse.stream_run(request, pb.StreamRunRequest(run=message), _stream_format(shaper))
+
+
+def _stream_format(shaper: shapes.StreamShaper) -> sse.SseFormat:
+    def frames(event: run_pb2.RunEvent) -> Iterable[sse.Frame]:
+        shaped = shaper.event(event)
+        return [sse.Frame(codec.dumps(shaped))] if shaped is not None else []
+
+    def error(failure: ApiError) -> Iterable[sse.Frame]:
+        return [sse.Frame(codec.dumps(shapes.stream_event("ERROR", failure.message)))]
+
+    # Data-only frames (no `event:` line); `id: <seq>` on each so a client can tell where it was.
+    return sse.SseFormat(frames=frames, error=error, ids=True)
+
+
+async def run_background(request: web.Request) -> web.Response:
+    message = await _run_request(request, wait=False)
+    up = request.app[keys.UPSTREAM]
+    run = (await up.call(up.runs.Run, message, request)).run
+    return _json({"runId": run.id, "status": "QUEUED"})  # the documented answer, whoever got it first
+
+
+async def run_status(request: web.Request) -> web.Response:
+    up = request.app[keys.UPSTREAM]
+    message = pb.GetRunRequest(run_id=request.match_info["runId"])
+    return _json(shapes.agent_run((await up.call(up.runs.GetRun, message, request)).run))
+
+
+async def batch_status(request: web.Request) -> web.Response:
+    if "runIds" not in request.query:
+        raise ApiError.invalid("required parameter is missing", [FieldViolation("runIds", "required")])
+    ids = _run_ids(request.query.getall("runIds"))
+    if len(ids) > MAX_RUN_IDS:
+        raise ApiError.invalid(f"Maximum {MAX_RUN_IDS} runIds per request")
+    if not ids:
+        return _json([])
+    up = request.app[keys.UPSTREAM]
+    response = await up.call(up.runs.BatchGetRuns, pb.BatchGetRunsRequest(run_ids=ids), request)
+    return _json([shapes.agent_run(run) for run in response.runs])  # missing ids: left out
+
+
+async def continue_run(request: web.Request) -> web.Response:
+    body = await _body(request, required=False)
+    decision = _decision(body)
+    if decision is None:
+        raise ApiError.invalid("invalid decision", [FieldViolation("action", "must be APPROVE or REJECT")])
+    tool_call = body.get("approvalId", body.get("toolCallId"))
+    reason = body.get("reason")
+    message = pb.ContinueRequest(
+        run_id=request.match_info["runId"],
+        decision=decision,
+        wait=True,
+        tool_call_id=tool_call if isinstance(tool_call, str) else "",
+        reason=reason if isinstance(reason, str) else "",
+    )
+    up = request.app[keys.UPSTREAM]
+    run = (await up.call(up.runs.Continue, message, request)).run
+    return _json(shapes.run_response(run, await _model(request, run)))
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    up = request.app[keys.UPSTREAM]
+    try:
+        await up.call(up.runs.CancelRun, pb.CancelRunRequest(run_id=request.match_info["runId"]), request)
+    except ApiError as exc:
+        # Cancel is idempotent in the product: an unknown id is answered like a finished run.
+        if exc.code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            raise
+    return web.Response(status=204)
+
+
+def setup(app: web.Application) -> None:
+    registry = app[keys.REGISTRY]
+    ref = {
+        name: registry.schemas.add(f"operativus.{name}", schema) for name, schema in shapes.SCHEMAS.items()
+    }
+    agent, run = _path("agentId"), _path("runId")
+    runs = "/api/agents/{agentId}/runs"
+    sse_text = {"type": "string", "description": "data-only SSE frames, each an operativus.StreamEvent"}
+    include = openapi.parameter("includeInactive", "query", {"type": "boolean"})
+    run_ids = openapi.parameter("runIds", "query", {"type": "string"}, required=True)
+    routes: list[tuple[str, str, Handler, openapi.Operation]] = [
+        ("GET", "/api/agents", list_agents, _op("listAgents", _array(ref["AgentDefinition"]), [include])),
+        ("GET", "/api/agents/{agentId}", get_agent, _op("getAgent", ref["AgentDefinition"], [agent])),
+        ("POST", runs, run_sync, _op("run", ref["RunResponse"], [agent], ref["RunRequest"])),
+        ("POST", f"{runs}/stream", run_stream, _op("streamRun", sse_text, [agent], ref["RunRequest"])),
+        ("POST", f"{runs}/background", run_background, _op("runBackground", ref["BackgroundRun"], [agent])),
+        (
+            "GET",
+            f"{runs}/status",
+            batch_status,
+            _op("batchStatus", _array(ref["AgentRun"]), [agent, run_ids]),
+        ),
+        ("GET", runs + "/{runId}/status", run_status, _op("runStatus", ref["AgentRun"], [agent, run])),
+        (
+            "POST",
+            runs + "/{runId}/continue",
+            continue_run,
+            _op("continueRun", ref["RunResponse"], [agent, run]),
+        ),
+        ("DELETE", runs + "/{runId}", cancel_run, _op("cancelRun", {}, [agent, run])),
+    ]
+    for method, path, handler, operation in routes:
+        operation["responses"]["default"]["content"] = {PROBLEM_JSON: {"schema": ref["Problem"]}}
+        registry.add(method, path, handler, operation=operation, errors=render_problem)
+    _document_bodies(routes, ref)
+    registry.errors_under("/api/", render_problem)
+    app.middlewares.append(_problems(registry))
+
+
+def _op(
+    name: str, response: openapi.Schema, params: list[openapi.Schema], body: openapi.Schema | None = None
+) -> openapi.Operation:
+    return openapi.operation(
+        f"operativus_{name}", name, response=response, tags=["operativus"], parameters=params, body=body
+    )
+
+
+def _document_bodies(routes: list[tuple[str, str, Handler, openapi.Operation]], ref: dict[str, Any]) -> None:
+    """The details the table leaves out: which bodies are required, the SSE and 204 answers."""
+    by_id = {op["operationId"].removeprefix("operativus_"): op for _, _, _, op in routes}
+    for name in ("run", "streamRun", "runBackground"):
+        by_id[name]["requestBody"] = {"required": True, "content": openapi.json_content(ref["RunRequest"])}
+    by_id["continueRun"]["requestBody"] = {
+        "required": True,
+        "content": openapi.json_content(ref["ContinueRequest"]),
+    }
+    ok = by_id["streamRun"]["responses"]["200"]
+    ok["content"] = {"text/event-stream": ok["content"]["application/json"]}
+    by_id["cancelRun"]["responses"] = {
+        "204": {"description": "cancelled (also for a finished or unknown run)"},
+        "default": by_id["cancelRun"]["responses"]["default"],
+    }
+
+
+def _path(name: str) -> openapi.Schema:
+    return openapi.parameter(name, "path", {"type": "string"})
+
+
+def _array(items: openapi.Schema) -> openapi.Schema:
+    return {"type": "array", "items": items}
