@@ -26,8 +26,28 @@ FIGURES = {
     "stream_events_per_s",
     "batch_get_p50_ms",
     "batch_get_p99_ms",
+    # HTTP through the gateway, and the HTTP baseline
+    "baseline_gateway_p50_ms",
+    "baseline_gateway_p99_ms",
+    "baseline_gateway_calls_per_s",
+    "baseline_gateway_sse_events_per_s",
+    "gateway_run_p50_ms",
+    "gateway_run_p99_ms",
+    "gateway_runs_per_s",
+    "gateway_submit_ack_p50_ms",
+    "gateway_sse_first_event_p50_ms",
+    "gateway_sse_events_per_s",
 }
-TARGETS = {"echo_runs_per_s", "echo_run_p50_ms", "stream_events_per_s", "batch_get_p50_ms"}
+TARGETS = {
+    "echo_runs_per_s",
+    "echo_run_p50_ms",
+    "stream_events_per_s",
+    "batch_get_p50_ms",
+    "gateway_runs_per_s",
+    "gateway_run_p50_ms",
+    "gateway_sse_first_event_p50_ms",
+    "gateway_sse_events_per_s",
+}
 AI_FIGURES = {"ai_echo_run_p50_ms", "ai_echo_run_p99_ms", "ai_echo_runs_per_s"}
 
 
@@ -53,3 +73,4 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert set(report["targets"]) == TARGETS
     assert all(isinstance(t["pass"], bool) for t in report["targets"].values())
     assert "echo Run(wait) p50" in done.stdout
+    assert "gateway POST runs (wait) p50" in done.stdout

@@ -3,12 +3,14 @@ SIGTERM release, and a paused run surviving a restart."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,3 +160,33 @@ def test_bad_agents_file_fails_at_startup(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert str(bad) in result.stderr and "'broken'" in result.stderr and "teleport" in result.stderr
+
+
+def test_serve_starts_the_gateway_too(tmp_path: Path) -> None:
+    """The README's quick start: one command, gRPC and HTTP."""
+    args = [
+        sys.executable,
+        "-m",
+        "server",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--gateway-listen",
+        "127.0.0.1:0",
+    ]
+    args += ["--database-url", f"sqlite:///{tmp_path / 'q.db'}", "--log-level", "WARNING"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        match = re.search(r"HTTP on 127\.0\.0\.1:(\d+)", lines[1])
+        assert "gRPC on 127.0.0.1:" in lines[0] and match, lines
+        url = f"http://127.0.0.1:{match.group(1)}/api/agents/echo/runs"
+        body = json.dumps({"message": "one command"}).encode()
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=20) as reply:
+            answer = json.loads(reply.read())
+        assert answer["status"] == "COMPLETED" and answer["content"] == "one command"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

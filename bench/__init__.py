@@ -1,0 +1,1 @@
+"""The agentrun benchmark (see bench/README.md); run it as `python bench/bench.py`."""
