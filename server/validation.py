@@ -65,7 +65,7 @@ async def submission(
         request_hash=request_hash(req) if req.idempotency_key else "",
         webhook_url=req.webhook_url,
         webhook_format=convert.WEBHOOK_FORMAT_NAME.get(req.webhook_format, "RUN") if req.webhook_url else "",
-        extras=dict(req.metadata) if req.HasField("metadata") else None,
+        extras=json_format.MessageToDict(req.metadata) if req.HasField("metadata") else None,
     )
 
 

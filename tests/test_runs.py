@@ -8,6 +8,7 @@ import grpc
 import pytest
 from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
+from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -211,3 +212,14 @@ async def test_a_lagging_stream_catches_up_without_gaps(h: Harness, monkeypatch:
             await asyncio.sleep(0.01)
     assert_well_formed(seen)
     assert len(seen) == 3002  # START, 3000 deltas, STOP
+
+
+async def test_nested_metadata_is_stored_and_returned(h: Harness) -> None:
+    metadata = struct_pb2.Struct()
+    metadata.update({"family": "B", "config": {"model": "x", "tags": ["a", 1]}})
+    run = await h.run("echo", "meta", wait=True, metadata=metadata)
+    assert run.state == run_pb2.RUN_STATE_COMPLETED
+    assert json_format.MessageToDict((await h.get(run.id)).metadata) == {
+        "family": "B",
+        "config": {"model": "x", "tags": ["a", 1.0]},
+    }
