@@ -35,7 +35,7 @@ import grpc
 from agentrun.v1 import run_pb2, run_service_pb2_grpc
 from agentrun.v1 import run_service_pb2 as pb
 
-from bench import gateway_bench
+from bench import gateway_bench, pg_bench
 from bench.measure import FULL, IN_FLIGHT, QUICK, Opener, Plan, series, stream_rate, throughput, timed
 from bench.processes import Agentrun, baseline_argv, server_process
 from bench.report import AI_FIGURES, BATCH, Results, machine, report, write_json
@@ -284,6 +284,7 @@ async def bench(plan: Plan, agents_file: Path | None) -> Results:
         servers = Agentrun(work, agents_file, results)
         await bench_agentrun(plan, servers, results)
         await bench_batch_get(plan, servers, results)
+        await pg_bench.bench_postgres(plan, work, agents_file, run_request("echo"), results)
     return results
 
 

@@ -30,6 +30,8 @@ class Spec:
     unit: str
     latency: bool
     base: str = "baseline"
+    # Figures compared with (p50, rate) when not the baseline's: the PostgreSQL rows use SQLite's.
+    against: tuple[str, str] | None = None
 
 
 GATEWAY = "baseline_gateway"
@@ -60,7 +62,23 @@ SPECS: dict[str, Spec] = {
     "gateway_submit_ack_p50_ms": Spec("gateway POST runs (wait=false) ack p50", "ms", True, GATEWAY),
     "gateway_sse_first_event_p50_ms": Spec("gateway runs:stream first SSE event p50", "ms", True, GATEWAY),
     "gateway_sse_events_per_s": Spec("gateway SSE events/s, one stream (slow)", "/s", False, GATEWAY),
+    # The same echo Run(wait) on PostgreSQL; "vs baseline" is against the SQLite echo rows above.
+    **{
+        f"pg{n}_echo_{kind}": Spec(
+            f"PostgreSQL x{n} echo Run(wait) {label}",
+            unit,
+            unit == "ms",
+            against=("echo_run_p50_ms", "echo_runs_per_s"),
+        )
+        for n in (1, 2)
+        for kind, label, unit in (
+            ("run_p50_ms", "p50, 1 in flight", "ms"),
+            ("run_p99_ms", "p99, 1 in flight", "ms"),
+            ("runs_per_s", f"runs/s, {IN_FLIGHT} in flight", "/s"),
+        )
+    },
 }
+PG_FIGURES = tuple(k for k in SPECS if k.startswith("pg"))
 AI_FIGURES = ("ai_echo_run_p50_ms", "ai_echo_run_p99_ms", "ai_echo_runs_per_s")
 
 
@@ -139,6 +157,8 @@ def machine() -> dict[str, Any]:
 def reference(key: str) -> str:
     """The baseline figure `key` is compared with: its baseline's p50 or calls/s."""
     spec = SPECS[key]
+    if spec.against is not None:
+        return spec.against[0] if spec.latency else spec.against[1]
     return f"{spec.base}_p50_ms" if spec.latency else f"{spec.base}_calls_per_s"
 
 
@@ -187,6 +207,7 @@ def report(results: Results, info: dict[str, Any], plan: Plan, quick: bool) -> N
     print(f"baseline calls/s at {IN_FLIGHT} in flight (one aiosqlite INSERT + COMMIT per gRPC call).")
     print("HTTP rows: of the HTTP baseline's (an aiohttp JSON handler calling that Insert over one channel,")
     print(f"in one process like `agentrun serve`), with {IN_FLIGHT} keep-alive connections for calls/s.")
+    print("PostgreSQL xN rows: of the SQLite echo rows above (N servers on one database, calls alternating).")
     for note in all_notes(results):
         print(f"note: {note}")
 

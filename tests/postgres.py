@@ -22,7 +22,7 @@ import asyncpg
 ENV = "AGENTRUN_TEST_POSTGRES_URL"
 
 
-def _bin(name: str) -> str:
+def binary(name: str) -> str:
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
     if found is None:
         raise RuntimeError(
@@ -51,7 +51,7 @@ class Cluster:
             shutil.chown(self.dir, "postgres")
         data = self.dir / "data"
         subprocess.run(
-            _as_postgres([_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"]),
+            _as_postgres([binary("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"]),
             check=True,
             capture_output=True,
         )
@@ -61,7 +61,7 @@ class Cluster:
     def _ctl(self, action: str, *extra: str) -> None:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         data, log = str(self.dir / "data"), str(self.dir / "log")
-        argv = [_bin("pg_ctl"), "-D", data, "-o", f"{options} -c max_connections=300", "-l", log, "-w"]
+        argv = [binary("pg_ctl"), "-D", data, "-o", f"{options} -c max_connections=300", "-l", log, "-w"]
         subprocess.run(_as_postgres([*argv, *extra, action]), check=True, capture_output=True)
 
     def restart(self) -> None:
@@ -70,7 +70,7 @@ class Cluster:
 
     def stop(self) -> None:
         subprocess.run(
-            _as_postgres([_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"]),
+            _as_postgres([binary("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"]),
             capture_output=True,
         )
         shutil.rmtree(self.dir, ignore_errors=True)

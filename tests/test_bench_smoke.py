@@ -37,6 +37,8 @@ FIGURES = {
     "gateway_submit_ack_p50_ms",
     "gateway_sse_first_event_p50_ms",
     "gateway_sse_events_per_s",
+    # the same echo runs on PostgreSQL, one and two replicas
+    *(f"pg{n}_echo_{kind}" for n in (1, 2) for kind in ("run_p50_ms", "run_p99_ms", "runs_per_s")),
 }
 TARGETS = {
     "echo_runs_per_s",
@@ -74,3 +76,4 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert all(isinstance(t["pass"], bool) for t in report["targets"].values())
     assert "echo Run(wait) p50" in done.stdout
     assert "gateway POST runs (wait) p50" in done.stdout
+    assert "PostgreSQL x2 echo Run(wait) runs/s" in done.stdout
