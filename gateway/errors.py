@@ -96,15 +96,27 @@ class ApiError(Exception):
         if info is None and code in _GENERIC_MESSAGES:
             log.warning("upstream %s: %s", code.name, message)
             message = _GENERIC_MESSAGES[code]
+        metadata = dict(info.metadata) if info is not None else {}
         return cls(
             HTTP_STATUS.get(code, 500),
             code,
             message,
             info.reason if info is not None else code.name,
             info.domain if info is not None and info.domain else DOMAIN,
-            dict(info.metadata) if info is not None else {},
+            metadata,
             tuple(violations),
+            _headers(code, metadata),
         )
+
+
+def _headers(code: grpc.StatusCode, metadata: Mapping[str, str]) -> dict[str, str]:
+    """HTTP headers an upstream error implies, whatever the family's body: when to retry after a
+    fair-use refusal (429), how to authenticate (401)."""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and metadata.get("retry_after", "").isdigit():
+        return {"Retry-After": metadata["retry_after"]}
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
 
 
 ErrorRenderer = Callable[[ApiError], web.StreamResponse]

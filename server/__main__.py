@@ -1,5 +1,5 @@
 """agentrun command line: `agentrun serve [flags]` serves the gRPC API and, unless --no-gateway, the
-HTTP gateway in front of it (see --help)."""
+HTTP gateway in front of it; `agentrun keys create` makes an API key (see --help)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 from gateway import settings as gateway_settings
 from server import settings as settings_module
 from server.agents.registry import AgentConfigError
+from server.auth import cli as keys_cli
+from server.auth.keys import AuthConfigError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     settings_module.add_arguments(serve)
     serve.add_argument("--no-gateway", action="store_true", help="serve gRPC only")
     gateway_settings.add_arguments(serve, flag_prefix="gateway-")
+    keys_cli.add_arguments(commands.add_parser("keys", help="create API keys for the keys file"))
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        keys_cli.run(args)
+        return
     settings = settings_module.from_namespace(args)
     gateway = None if args.no_gateway else gateway_settings.from_namespace(args, flag_prefix="gateway-")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -30,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         asyncio.run(run_server(settings, gateway))
-    except AgentConfigError as exc:
+    except (AgentConfigError, AuthConfigError) as exc:
         sys.exit(f"agentrun: {exc}")
 
 

@@ -19,6 +19,8 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.settings import GatewaySettings
 from server.agents.registry import AgentRegistry
+from server.auth.guard import Guard
+from server.auth.settings import resolve
 from server.engine.engine import Engine
 from server.engine.hub import Hub
 from server.service import RunService
@@ -46,6 +48,8 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
     """Serve until the context exits; on exit stop accepting, let runs finish for the grace
     period, then release the rest to the queue."""
     agents = AgentRegistry.load(settings.agents_file)
+    # Refuses to start (AuthConfigError) without auth on a reachable address or with bad keys.
+    guard = Guard(resolve(settings.auth, settings.listen))
     hub = Hub()
     deliverer = Deliverer(settings.webhooks, owner=f"webhooks-{uuid.uuid4().hex[:12]}")
 
@@ -59,9 +63,10 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
         SqlStore.open(settings.database_url, publish, outbox) as store,
         contextlib.AsyncExitStack() as stack,
     ):
-        engine = Engine(store, hub, agents, settings.engine)
+        engine = Engine(store, hub, agents, settings.engine, settings.limits)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        run_service_pb2_grpc.add_RunServiceServicer_to_server(RunService(engine, deliverer), server)
+        service = RunService(engine, deliverer, guard, settings.limits)
+        run_service_pb2_grpc.add_RunServiceServicer_to_server(service, server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -80,6 +85,7 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("agentrun serving on port %d (%s, %d agents)", port, settings.database_url, len(agents))
+        log.info("auth %s", guard.describe())
         try:
             yield RunningServer(port, engine, server, health_servicer)
         finally:

@@ -4,6 +4,7 @@ travels as google.rpc.Status with ErrorInfo (and BadRequest for field errors).""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
@@ -57,6 +58,10 @@ class AgentrunError(Exception):
     def http_status(self) -> int:
         return HTTP_STATUS[self.code]
 
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        """Plain trailing metadata sent besides the status (e.g. `retry-after`)."""
+        return ()
+
     def to_status(self) -> grpc.Status:
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
         details = [_pack(info)]
@@ -69,7 +74,10 @@ class AgentrunError(Exception):
             )
             details.append(_pack(bad))
         status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
-        return rpc_status.to_status(status)
+        packed = rpc_status.to_status(status)
+        if not self.trailers():
+            return packed
+        return _Status(packed.code, packed.details, (*packed.trailing_metadata, *self.trailers()))
 
 
 class InvalidArgument(AgentrunError):
@@ -103,13 +111,35 @@ class PermissionDenied(AgentrunError):
 
 
 class Unauthenticated(AgentrunError):
+    """Missing credentials (reason UNAUTHENTICATED) or ones that are not accepted
+    (INVALID_CREDENTIALS: unknown key, bad or expired token)."""
+
     code = grpc.StatusCode.UNAUTHENTICATED
     reason = "UNAUTHENTICATED"
 
 
 class ResourceExhausted(AgentrunError):
+    """A fair-use limit (reason RATE_LIMITED or QUEUE_FULL). When to try again travels twice: as
+    ErrorInfo metadata `retry_after` and as trailing metadata `retry-after` (whole seconds), so a
+    gateway can answer 429 with Retry-After without parsing the details."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: int,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.retry_after_s = max(1, retry_after_s)
+        retry = {"retry_after": str(self.retry_after_s)}
+        super().__init__(message, reason=reason, metadata={**(metadata or {}), **retry})
+
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        return (("retry-after", str(self.retry_after_s)),)
 
 
 class Unavailable(AgentrunError):
@@ -120,6 +150,13 @@ class Unavailable(AgentrunError):
 class Internal(AgentrunError):
     code = grpc.StatusCode.INTERNAL
     reason = "INTERNAL"
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:

@@ -1,5 +1,10 @@
 """RunService: the one handler layer every transport reaches. Translates requests into engine
-calls and records into messages; every failure leaves as google.rpc.Status."""
+calls and records into messages; every failure leaves as google.rpc.Status.
+
+Auth and tenancy are checked here once, for every RPC: the `unary` and `streaming` decorators
+authenticate the caller from gRPC metadata and check its role before the handler runs, and hand the
+handler the caller's identity; handlers scope every read and write to the caller's org (None while
+auth is off: the request's org, as before auth existed)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,9 @@ from agentrun.v1 import run_service_pb2 as pb
 from agentrun.v1 import run_service_pb2_grpc
 
 from server import validation
+from server.auth.guard import Guard
+from server.auth.identity import UNSCOPED, Identity
+from server.auth.limits import LimitSettings, RateLimiter
 from server.convert import agent_to_proto, delivery_to_proto, event_to_proto, run_to_proto
 from server.engine.engine import Engine
 from server.errors import AgentrunError, Internal, NotFound
@@ -34,13 +42,25 @@ async def _abort(context: Ctx, exc: Exception) -> None:
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+def _caller(guard: Guard, method: str, request: Any, context: Ctx) -> Identity:
+    """UNAUTHENTICATED without acceptable credentials, PERMISSION_DENIED when the role may not make
+    this call; else who is calling."""
+    if not guard.enabled:
+        return UNSCOPED
+    identity = guard.authenticate(context.invocation_metadata() or ())
+    guard.authorize(identity, method, request)
+    return identity
+
+
 def unary(
-    fn: Callable[[Any, Req, Ctx], Awaitable[Resp]],
+    fn: Callable[[Any, Req, Ctx, Identity], Awaitable[Resp]],
 ) -> Callable[[Any, Req, Ctx], Awaitable[Resp]]:
+    method = fn.__name__
+
     @functools.wraps(fn)
     async def handler(self: Any, request: Req, context: Ctx) -> Resp:
         try:
-            return await fn(self, request, context)
+            return await fn(self, request, context, _caller(self.guard, method, request, context))
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
@@ -49,12 +69,15 @@ def unary(
 
 
 def streaming(
-    fn: Callable[[Any, Req, Ctx], AsyncGenerator[Resp, None]],
+    fn: Callable[[Any, Req, Ctx, Identity], AsyncGenerator[Resp, None]],
 ) -> Callable[[Any, Req, Ctx], AsyncGenerator[Resp, None]]:
+    method = fn.__name__
+
     @functools.wraps(fn)
     async def handler(self: Any, request: Req, context: Ctx) -> AsyncGenerator[Resp, None]:
         try:
-            async with contextlib.aclosing(fn(self, request, context)) as responses:
+            caller = _caller(self.guard, method, request, context)  # before anything is sent
+            async with contextlib.aclosing(fn(self, request, context, caller)) as responses:
                 async for response in responses:
                     yield response
         except Exception as exc:
@@ -64,13 +87,26 @@ def streaming(
 
 
 class RunService(run_service_pb2_grpc.RunServiceServicer):
-    def __init__(self, engine: Engine, webhooks: Deliverer) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        webhooks: Deliverer,
+        guard: Guard | None = None,
+        limits: LimitSettings | None = None,
+    ) -> None:
         self.engine = engine
         self.webhooks = webhooks
+        self.guard = guard or Guard.disabled()
+        self.rate = RateLimiter(limits or LimitSettings())
+
+    def _admit(self, caller: Identity, body_org: str) -> None:
+        # Charged before validation: a flood of bad requests costs its sender, not the server.
+        self.rate.admit(caller.org_id if caller.org_id is not None else body_org)
 
     @unary
-    async def Run(self, request: pb.RunRequest, context: Ctx) -> pb.RunResponse:
-        submission = await validation.submission(request, webhooks=self.webhooks.policy)
+    async def Run(self, request: pb.RunRequest, context: Ctx, caller: Identity) -> pb.RunResponse:
+        self._admit(caller, request.org_id)
+        submission = caller.own(await validation.submission(request, webhooks=self.webhooks.policy))
         if request.wait:
             run = await self.engine.submit_and_wait(submission)
         else:
@@ -79,29 +115,31 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
 
     @streaming
     async def StreamRun(
-        self, request: pb.StreamRunRequest, context: Ctx
+        self, request: pb.StreamRunRequest, context: Ctx, caller: Identity
     ) -> AsyncGenerator[pb.StreamRunResponse, None]:
         if request.run_id:
-            run = await self.engine.get(validation.run_ref(request.run_id))
+            run = await self.engine.get(validation.run_ref(request.run_id), caller.org_id)
             validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
             events = self.engine.events(run, request.after_seq)
         else:
-            events = self.engine.submit_and_follow(
-                await validation.submission(request.run, "run.", self.webhooks.policy)
-            )
+            self._admit(caller, request.run.org_id)
+            submission = await validation.submission(request.run, "run.", self.webhooks.policy)
+            events = self.engine.submit_and_follow(caller.own(submission))
         async with contextlib.aclosing(events):
             async for event in events:
                 yield pb.StreamRunResponse(event=event_to_proto(event))
 
     @unary
-    async def GetRun(self, request: pb.GetRunRequest, context: Ctx) -> pb.GetRunResponse:
-        run = await self.engine.get(validation.run_ref(request.run_id))
+    async def GetRun(self, request: pb.GetRunRequest, context: Ctx, caller: Identity) -> pb.GetRunResponse:
+        run = await self.engine.get(validation.run_ref(request.run_id), caller.org_id)
         return pb.GetRunResponse(run=run_to_proto(run))
 
     @unary
-    async def BatchGetRuns(self, request: pb.BatchGetRunsRequest, context: Ctx) -> pb.BatchGetRunsResponse:
+    async def BatchGetRuns(
+        self, request: pb.BatchGetRunsRequest, context: Ctx, caller: Identity
+    ) -> pb.BatchGetRunsResponse:
         ids = validation.batch_ids(request.run_ids)
-        found = await self.engine.store.get_runs(ids)
+        found = await self.engine.store.get_runs(ids, caller.org_id)
         response = pb.BatchGetRunsResponse()
         seen: set[str] = set()
         for ref in ids:
@@ -114,10 +152,13 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         return response
 
     @unary
-    async def ListRuns(self, request: pb.ListRunsRequest, context: Ctx) -> pb.ListRunsResponse:
+    async def ListRuns(
+        self, request: pb.ListRunsRequest, context: Ctx, caller: Identity
+    ) -> pb.ListRunsResponse:
         size = validation.page_size(request.page_size, 50)
         before = validation.decode_token(request.page_token, "n")
         flt = RunFilter(
+            org_id=caller.org_id,
             agent_id=request.agent_id,
             session_id=request.session_id,
             user_id=request.user_id,
@@ -137,27 +178,37 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         )
 
     @unary
-    async def Continue(self, request: pb.ContinueRequest, context: Ctx) -> pb.ContinueResponse:
+    async def Continue(
+        self, request: pb.ContinueRequest, context: Ctx, caller: Identity
+    ) -> pb.ContinueResponse:
         ref = validation.run_ref(request.run_id)
         approve = validation.decision(request.decision)
-        run = await self.engine.decide(ref, request.tool_call_id, approve, request.reason, user_id="")
+        run = await self.engine.decide(
+            ref, request.tool_call_id, approve, request.reason, caller.user_id, caller.org_id
+        )
         if request.wait:
             run = await self.engine.wait(run)
         return pb.ContinueResponse(run=run_to_proto(run))
 
     @unary
-    async def CancelRun(self, request: pb.CancelRunRequest, context: Ctx) -> pb.CancelRunResponse:
-        run = await self.engine.cancel(validation.run_ref(request.run_id), request.reason)
+    async def CancelRun(
+        self, request: pb.CancelRunRequest, context: Ctx, caller: Identity
+    ) -> pb.CancelRunResponse:
+        run = await self.engine.cancel(validation.run_ref(request.run_id), request.reason, caller.org_id)
         return pb.CancelRunResponse(run=run_to_proto(run))
 
     @unary
-    async def DeleteRun(self, request: pb.DeleteRunRequest, context: Ctx) -> pb.DeleteRunResponse:
-        await self.engine.delete(validation.run_ref(request.run_id))
+    async def DeleteRun(
+        self, request: pb.DeleteRunRequest, context: Ctx, caller: Identity
+    ) -> pb.DeleteRunResponse:
+        await self.engine.delete(validation.run_ref(request.run_id), caller.org_id)
         return pb.DeleteRunResponse()
 
     @unary
-    async def ListRunEvents(self, request: pb.ListRunEventsRequest, context: Ctx) -> pb.ListRunEventsResponse:
-        run = await self.engine.get(validation.run_ref(request.run_id))
+    async def ListRunEvents(
+        self, request: pb.ListRunEventsRequest, context: Ctx, caller: Identity
+    ) -> pb.ListRunEventsResponse:
+        run = await self.engine.get(validation.run_ref(request.run_id), caller.org_id)
         size = validation.page_size(request.page_size, 100)
         validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
         after = max(request.after_seq, validation.decode_token(request.page_token, "s") or 0)
@@ -166,7 +217,9 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         return pb.ListRunEventsResponse(events=[event_to_proto(e) for e in events], next_page_token=token)
 
     @unary
-    async def ListAgents(self, request: pb.ListAgentsRequest, context: Ctx) -> pb.ListAgentsResponse:
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: Ctx, caller: Identity
+    ) -> pb.ListAgentsResponse:
         agents = list(self.engine.agents)
         start = validation.decode_token(request.page_token, "a") or 0
         size = validation.page_size(request.page_size, len(agents) or 1)
@@ -175,23 +228,25 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         return pb.ListAgentsResponse(agents=[agent_to_proto(a.info) for a in page], next_page_token=token)
 
     @unary
-    async def GetAgent(self, request: pb.GetAgentRequest, context: Ctx) -> pb.GetAgentResponse:
+    async def GetAgent(
+        self, request: pb.GetAgentRequest, context: Ctx, caller: Identity
+    ) -> pb.GetAgentResponse:
         agent = self.engine.agent(request.agent_id)
         return pb.GetAgentResponse(agent=agent_to_proto(agent.info))
 
     @unary
     async def ListWebhookDeliveries(
-        self, request: pb.ListWebhookDeliveriesRequest, context: Ctx
+        self, request: pb.ListWebhookDeliveriesRequest, context: Ctx, caller: Identity
     ) -> pb.ListWebhookDeliveriesResponse:
-        run = await self.engine.get(validation.run_ref(request.run_id))
+        run = await self.engine.get(validation.run_ref(request.run_id), caller.org_id)
         deliveries = await self.engine.store.deliveries.for_run(run.id)
         return pb.ListWebhookDeliveriesResponse(deliveries=[delivery_to_proto(d) for d in deliveries])
 
     @unary
     async def RetryWebhookDelivery(
-        self, request: pb.RetryWebhookDeliveryRequest, context: Ctx
+        self, request: pb.RetryWebhookDeliveryRequest, context: Ctx, caller: Identity
     ) -> pb.RetryWebhookDeliveryResponse:
-        run = await self.engine.get(validation.run_ref(request.run_id))
+        run = await self.engine.get(validation.run_ref(request.run_id), caller.org_id)
         validation.require(bool(request.delivery_id), "delivery_id", "required")
         delivery = await self.engine.store.deliveries.retry(
             run.id, request.delivery_id, self.webhooks.settings.max_age_s

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.agents.registry import DEFAULT_AGENTS_FILE
+from server.auth.limits import LimitSettings
+from server.auth.settings import AUTO, AuthSettings
 from server.engine.engine import EngineSettings
 from server.webhooks.deliverer import WebhookSettings
 
@@ -23,6 +25,9 @@ class Settings:
     log_level: str = "INFO"
     engine: EngineSettings = field(default_factory=EngineSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    # Off unless set (embedding, tests); the command line defaults to "auto" (see from_namespace).
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
 
 # flag / env suffix -> (settings attribute, type, help)
@@ -73,6 +78,34 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     "webhook-timeout": ("webhooks.timeout_s", float, "seconds one webhook attempt may take"),
     "webhook-concurrency": ("webhooks.concurrency", int, "webhook attempts in flight at once"),
     "webhook-backoff": ("webhooks.backoff_s", float, "seconds before the first retry; doubles each time"),
+    "auth": (
+        "auth.mode",
+        str,
+        "on, off or auto (default): on when keys or a JWT key are configured, else off, which is "
+        "allowed only on a loopback --listen",
+    ),
+    "keys-file": (
+        "auth.keys_file",
+        Path,
+        "YAML file of API key hashes (`agentrun keys create` makes entries)",
+    ),
+    "api-keys": (
+        "auth.api_keys",
+        str,
+        "API keys as org:user:role:sha256:<hex> entries, comma-separated (prefer the env variable)",
+    ),
+    "jwt-secret": ("auth.jwt_secret", str, "HS256 secret of JWT bearer tokens"),
+    "jwt-public-key": ("auth.jwt_public_key", str, "RS256 public key of JWT bearer tokens: PEM text or file"),
+    "jwt-issuer": ("auth.jwt_issuer", str, "required `iss` of JWTs"),
+    "jwt-audience": ("auth.jwt_audience", str, "required `aud` of JWTs"),
+    "jwt-org-claim": ("auth.jwt_org_claim", str, "JWT claim holding the org (tenant)"),
+    "jwt-user-claim": ("auth.jwt_user_claim", str, "JWT claim holding the user id"),
+    "jwt-role-claim": ("auth.jwt_role_claim", str, "JWT claim holding the role: admin, user or reader"),
+    "jwt-default-role": ("auth.jwt_default_role", str, "role of a JWT without a role claim"),
+    "max-running-per-org": ("limits.max_running", int, "runs of one org running at once; 0: no limit"),
+    "max-queued-per-org": ("limits.max_queued", int, "runs of one org queued at once; 0: no limit"),
+    "submit-rate": ("limits.submit_rate", float, "submissions per second per org; 0: no limit"),
+    "submit-burst": ("limits.submit_burst", int, "submissions at once per org above the rate; 0: the rate"),
 }
 
 
@@ -89,7 +122,7 @@ def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> S
 
 
 def from_namespace(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Settings:
-    groups: dict[str, dict[str, object]] = {"": {}, "engine": {}, "webhooks": {}}
+    groups: dict[str, dict[str, object]] = {"": {}, "engine": {}, "webhooks": {}, "auth": {}, "limits": {}}
     for flag, (attr, kind, _) in _OPTIONS.items():
         value = getattr(args, flag.replace("-", "_"), None)
         env = environ.get("AGENTRUN_" + flag.upper().replace("-", "_"))
@@ -98,8 +131,12 @@ def from_namespace(args: argparse.Namespace, environ: Mapping[str, str] = os.env
         if value is not None:
             group, _, name = attr.rpartition(".")
             groups[group][name] = value
+    # Not told: auth follows the configuration (on with keys or JWT; off only on loopback).
+    groups["auth"].setdefault("mode", AUTO)
     return Settings(
         **groups[""],  # type: ignore[arg-type]
         engine=EngineSettings(**groups["engine"]),  # type: ignore[arg-type]
         webhooks=WebhookSettings(**groups["webhooks"]),  # type: ignore[arg-type]
+        auth=AuthSettings(**groups["auth"]),  # type: ignore[arg-type]
+        limits=LimitSettings(**groups["limits"]),  # type: ignore[arg-type]
     )

@@ -15,6 +15,8 @@ from agentrun.v1 import run_service_pb2 as pb
 
 from server.agents.registry import DEFAULT_AGENTS_FILE
 from server.app import RunningServer, running
+from server.auth.limits import LimitSettings
+from server.auth.settings import AuthSettings
 from server.engine.engine import EngineSettings
 from server.settings import Settings
 from server.webhooks.deliverer import WebhookSettings
@@ -27,6 +29,8 @@ def server_settings(
     database_url: str,
     agents_file: Path | None = None,
     webhooks: WebhookSettings | None = None,
+    auth: AuthSettings | None = None,
+    limits: LimitSettings | None = None,
     **engine: Any,
 ) -> Settings:
     return Settings(
@@ -37,6 +41,8 @@ def server_settings(
         log_level="WARNING",
         engine=dataclasses.replace(FAST, **engine),
         webhooks=webhooks or WebhookSettings(),
+        auth=auth or AuthSettings(),
+        limits=limits or LimitSettings(),
     )
 
 
@@ -86,9 +92,14 @@ class Launcher:
     stack: Any
 
     async def __call__(
-        self, agents_file: Path | None = None, webhooks: WebhookSettings | None = None, **engine: Any
+        self,
+        agents_file: Path | None = None,
+        webhooks: WebhookSettings | None = None,
+        auth: AuthSettings | None = None,
+        limits: LimitSettings | None = None,
+        **engine: Any,
     ) -> Harness:
-        settings = server_settings(self.database_url, agents_file, webhooks, **engine)
+        settings = server_settings(self.database_url, agents_file, webhooks, auth, limits, **engine)
         server = await self.stack.enter_async_context(running(settings))
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         self.stack.push_async_callback(channel.close)

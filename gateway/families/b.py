@@ -76,6 +76,8 @@ def render(error: ApiError) -> web.Response:
     if error.violations:  # only submit bodies carry fields; their values are mapped in _submit_error
         items = [shapes.value_error(_loc(v.field), v.description, None) for v in error.violations]
         return web.json_response({"detail": items}, status=422)
+    if error.status == 401:  # B.6: the jobs server's own auth answer
+        return web.json_response({"error": "Unauthorized"}, status=401, headers=error.headers)
     detail = _TITLES.get(error.reason, error.message)
     if error.reason == "RUN_NOT_FOUND":
         detail = f"Job not found: {error.metadata.get('run_id', '')}"

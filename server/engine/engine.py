@@ -14,10 +14,12 @@ from typing import Any
 
 from server.agents.base import Agent
 from server.agents.registry import AgentRegistry
+from server.auth.limits import LimitSettings, queue_full
 from server.engine.hub import Hub, Subscription
 from server.engine.runner import Runner
 from server.engine.streams import follow
 from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from server.store.quota import QueueFull
 from server.store.records import (
     CANCELLED,
     ERROR,
@@ -61,11 +63,19 @@ class Submission:
 
 
 class Engine:
-    def __init__(self, store: SqlStore, hub: Hub, agents: AgentRegistry, settings: EngineSettings) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        hub: Hub,
+        agents: AgentRegistry,
+        settings: EngineSettings,
+        limits: LimitSettings | None = None,
+    ) -> None:
         self.store = store
         self.hub = hub
         self.agents = agents
         self.settings = settings
+        self.limits = limits or LimitSettings()
         self.owner = uuid.uuid4().hex
         self._runners: dict[str, tuple[Runner, asyncio.Task[Any]]] = {}
         self._wake = asyncio.Event()
@@ -134,7 +144,11 @@ class Engine:
             lease = (self.owner, self.settings.lease_s)
             self._reserved += 1
         try:
-            run, created = await self.store.create_run(new, lease)
+            run, created = await self.store.create_run(
+                new, lease, max_running=self.limits.max_running, max_queued=self.limits.max_queued
+            )
+        except QueueFull:
+            raise queue_full(new.org_id, self.limits.max_queued) from None
         finally:
             if lease is not None:
                 self._reserved -= 1
@@ -160,8 +174,10 @@ class Engine:
             )
         return agent
 
-    async def get(self, ref: str) -> RunRecord:
-        run = await self.store.get_run(ref)
+    async def get(self, ref: str, org: str | None = None) -> RunRecord:
+        """A run by id or number; with `org`, only that org's: another org's run is NOT_FOUND in
+        exactly the way a missing one is."""
+        run = await self.store.get_run(ref, org)
         if run is None:
             raise NotFound(f"run {ref!r} not found", reason="RUN_NOT_FOUND", metadata={"run_id": ref})
         return run
@@ -221,8 +237,8 @@ class Engine:
 
     # ---- cancel, continue, delete -------------------------------------------------------
 
-    async def cancel(self, ref: str, message: str = "") -> RunRecord:
-        run = await self.get(ref)
+    async def cancel(self, ref: str, message: str = "", org: str | None = None) -> RunRecord:
+        run = await self.get(ref, org)
         message = message or "the run was cancelled"
         outcome = Outcome(
             CANCELLED,
@@ -273,10 +289,10 @@ class Engine:
                         run = await self.get(run.id)
 
     async def decide(
-        self, ref: str, tool_call_id: str, approve: bool, reason: str, user_id: str
+        self, ref: str, tool_call_id: str, approve: bool, reason: str, user_id: str, org: str | None = None
     ) -> RunRecord:
         """Record a decision on a PAUSED run's pending tool call and queue the run to go on."""
-        run = await self.get(ref)
+        run = await self.get(ref, org)
         pending = run.pending_action or {}
         call_id = tool_call_id or pending.get("tool_call_id", "")
         action = "APPROVE" if approve else "REJECT"
@@ -308,8 +324,8 @@ class Engine:
             metadata={"run_id": run.id, "state": run.state},
         )
 
-    async def delete(self, ref: str) -> None:
-        run = await self.get(ref)
+    async def delete(self, ref: str, org: str | None = None) -> None:
+        run = await self.get(ref, org)
         if not run.terminal or not await self.store.delete_run(run.id):
             raise FailedPrecondition(
                 f"run {run.id} is {run.state}; only finished runs can be deleted",
@@ -328,7 +344,9 @@ class Engine:
             if free > 0:
                 self._reserved += free  # a submission must not take a slot this claim may fill
                 try:
-                    claimed, waiting = await self.store.claim(self.owner, free, self.settings.lease_s)
+                    claimed, waiting = await self.store.claim(
+                        self.owner, free, self.settings.lease_s, self.limits.max_running
+                    )
                 except Exception:
                     log.exception("claiming runs failed")
                 finally:

@@ -186,7 +186,7 @@ class Runner:
         )
 
     async def _history(self) -> list[PriorTurn]:
-        prior = await self.store.session_history(self.run.session_id, self.run.number)
+        prior = await self.store.session_history(self.run.session_id, self.run.org_id, self.run.number)
         return [
             PriorTurn(p.input.get("message", ""), (p.result or {}).get("output", ""), p.messages)
             for p in prior

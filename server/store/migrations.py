@@ -9,7 +9,7 @@ from sqlalchemy import JSON, Column, Connection, Engine, String, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
-from server.store.tables import SCHEMA_VERSION, WEBHOOK_DELIVERY
+from server.store.tables import RUN, SCHEMA_VERSION, WEBHOOK_DELIVERY
 
 
 def _v1_initial(conn: Connection) -> None:
@@ -33,7 +33,19 @@ def _v3_webhook_outbox(conn: Connection) -> None:
     WEBHOOK_DELIVERY.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_run_messages, _v3_webhook_outbox]
+def _v4_org_state_index(conn: Connection) -> None:
+    # v1 creates the current indexes, so a fresh database already has it.
+    for index in RUN.indexes:
+        if index.name == "ix_run_state_org":
+            index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1_initial,
+    _v2_run_messages,
+    _v3_webhook_outbox,
+    _v4_org_state_index,
+]
 
 
 def _apply(conn: Connection) -> None:

@@ -10,15 +10,17 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, and_, delete, func, or_, select, update
+from sqlalchemy import Executable, and_, delete, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.store import dialect
+from server.store import dialect, quota
 from server.store import statements as st
 from server.store.deliveries import DeliveryStore, Outbox
 from server.store.listener import Listener
 from server.store.migrations import migrate, migrate_async
+from server.store.reads import RunReads
+from server.store.reads import run_from_row as _record
 from server.store.records import (
     PAUSED,
     PENDING,
@@ -29,8 +31,6 @@ from server.store.records import (
     EventRecord,
     NewRun,
     Outcome,
-    PriorRun,
-    RunFilter,
     RunRecord,
 )
 from server.store.tables import RUN, RUN_EVENT, SESSION, WEBHOOK_DELIVERY
@@ -39,15 +39,7 @@ from server.store.writer import Tx, Writer
 Publish = Callable[[list[EventRecord]], None]
 
 
-def _record(row: Row[Any]) -> RunRecord:
-    return RunRecord(**row._mapping)
-
-
-def _event(row: Row[Any]) -> EventRecord:
-    return EventRecord(row.run_id, row.seq, row.type, row.data, row.created_at)
-
-
-class SqlStore:
+class SqlStore(RunReads):
     def __init__(self, engines: dialect.Engines, publish: Publish, outbox: Outbox | None = None) -> None:
         self._engines = engines
         self.origin = uuid.uuid4().hex[:12]  # tells this replica's notifications from the others'
@@ -107,10 +99,19 @@ class SqlStore:
 
     # ---- submission -------------------------------------------------------------------
 
-    async def create_run(self, new: NewRun, lease: tuple[str, float] | None = None) -> tuple[RunRecord, bool]:
+    async def create_run(
+        self,
+        new: NewRun,
+        lease: tuple[str, float] | None = None,
+        *,
+        max_running: int = 0,
+        max_queued: int = 0,
+    ) -> tuple[RunRecord, bool]:
         """Insert a QUEUED run, or with `lease` (owner, seconds) and an empty queue one already
         RUNNING under that lease; with an idempotency key already taken, return the existing run
-        and False instead."""
+        and False instead. Per org (0 = no limit): a run starts at once only while its org has fewer
+        than `max_running` running; a run that would be queued while its org already has
+        `max_queued` queued is refused with QueueFull."""
         now = time.time()
         values = {
             **{k: getattr(new, k) for k in NewRun.__slots__},
@@ -134,20 +135,22 @@ class SqlStore:
                 "started_at": now,
             }
 
-        def op(tx: Tx) -> tuple[RunRecord, bool]:
+        def op(tx: Tx) -> tuple[RunRecord, bool] | None:
             # Runs already waiting go first: a new run skips the queue only when it is empty.
-            queue_empty = lease is not None and tx.conn.execute(st.ANY_QUEUED).first() is None
-            if queue_empty:
+            at_once = lease is not None and quota.may_start(tx.conn, new.org_id, max_running)
+            if at_once:
                 # Lock the session's row (PostgreSQL) so two replicas cannot both start a run of it.
                 tx.conn.execute(st.LOCK_SESSION, {"sid": new.session_id})
-                queue_empty = tx.conn.execute(st.SESSION_BUSY, {"sid": new.session_id}).first() is None
+                busy = tx.conn.execute(st.SESSION_BUSY, {"sid": new.session_id, "org": new.org_id})
+                at_once = busy.first() is None
+            if not at_once and quota.queue_full(tx.conn, new.org_id, max_queued):
+                return _by_key(tx, new)  # a replay of a stored submission is answered all the same
             row = tx.conn.execute(
                 self._insert_run_ignore if new.idempotency_key else st.INSERT_RUN,
-                leased if queue_empty else values,
+                leased if at_once else values,
             ).first()
             if row is None:
-                existing = tx.conn.execute(st.RUN_BY_KEY, {"org": new.org_id, "key": new.idempotency_key})
-                return _record(existing.one()), False
+                return _by_key(tx, new)
             tx.conn.execute(self._session_upsert, _session_values(new, now))
             # START is stored with the run, so every run's log (even one cancelled while queued)
             # begins with it and a stream can send it at once.
@@ -158,19 +161,31 @@ class SqlStore:
             tx.queued = record.state == QUEUED
             return record, True
 
-        return await self._writer.call(op)
+        created = await self._writer.call(op)
+        if created is None:
+            raise quota.QueueFull(new.org_id)
+        return created
 
     # ---- the queue ----------------------------------------------------------------------
 
-    async def claim(self, owner: str, limit: int, lease_s: float) -> tuple[list[RunRecord], bool]:
+    async def claim(
+        self, owner: str, limit: int, lease_s: float, max_running: int = 0
+    ) -> tuple[list[RunRecord], bool]:
         """Lease up to `limit` of the oldest claimable QUEUED runs to `owner` (SKIP LOCKED where
-        supported). Also says whether queued runs remain that could not be claimed (they wait for an
-        earlier run of their session)."""
+        supported), with `max_running` > 0 none of an org that has that many running. Also says
+        whether queued runs remain that could not be claimed (they wait for an earlier run of their
+        session, or for their org to have room)."""
 
         def op(tx: Tx) -> tuple[list[RunRecord], bool]:
             now = time.time()
             params = {"owner": owner, "until": now + lease_s, "now": now, "lim": limit}
-            runs = sorted((_record(r) for r in tx.conn.execute(st.CLAIM, params)), key=lambda r: r.number)
+            if max_running <= 0:
+                rows = tx.conn.execute(st.CLAIM, params).all()
+            elif quota.serialized(tx.conn):
+                rows = quota.claim(tx.conn, params, max_running)
+            else:
+                return [], True  # another replica is claiming: try again on the next wake-up
+            runs = sorted((_record(r) for r in rows), key=lambda r: r.number)
             waiting = len(runs) < limit and tx.conn.execute(st.ANY_QUEUED).first() is not None
             return runs, waiting
 
@@ -317,51 +332,13 @@ class SqlStore:
 
         return await self._writer.call(op)
 
-    # ---- reads --------------------------------------------------------------------------
 
-    async def get_run(self, ref: str) -> RunRecord | None:
-        [rows] = await self._fetch(
-            (st.RUN_BY_NUMBER, {"ref": int(ref)}) if ref.isdigit() else (st.RUN_BY_ID, {"ref": ref})
-        )
-        return _record(rows[0]) if rows else None
-
-    async def get_runs(self, refs: Sequence[str]) -> dict[str, RunRecord]:
-        """Runs by id or number; the result maps each found ref to its run."""
-        ids = [r for r in refs if not r.isdigit()]
-        numbers = [int(r) for r in refs if r.isdigit()]
-        if not refs:
-            return {}
-        [rows] = await self._fetch((st.RUNS_BY_REF, {"ids": ids, "numbers": numbers}))
-        records = [_record(r) for r in rows]
-        found: dict[str, RunRecord] = {}
-        for record in records:
-            found[record.id] = record
-            found[str(record.number)] = record
-        return found
-
-    async def list_runs(
-        self, flt: RunFilter, *, before_number: int | None, limit: int, offset: int = 0
-    ) -> tuple[list[RunRecord], int]:
-        conditions = _filter_conditions(flt)
-        page = select(*st.VIEW).where(*conditions)
-        if before_number is not None:
-            page = page.where(RUN.c.number < before_number)
-        rows, count = await self._fetch(
-            page.order_by(RUN.c.number.desc()).limit(limit).offset(offset),
-            select(func.count()).select_from(RUN).where(*conditions),
-        )
-        return [_record(r) for r in rows], int(count[0][0])
-
-    async def session_history(self, session_id: str, before_number: int, limit: int = 100) -> list[PriorRun]:
-        """The latest `limit` completed runs of a session before run `before_number`, oldest first."""
-        [rows] = await self._fetch(
-            (st.SESSION_HISTORY, {"sid": session_id, "before": before_number, "lim": limit})
-        )
-        return [PriorRun(r.input, r.result, r.messages) for r in reversed(rows)]
-
-    async def list_events(self, run_id: str, after_seq: int, limit: int) -> list[EventRecord]:
-        [rows] = await self._fetch((st.EVENTS_AFTER, {"rid": run_id, "after": after_seq, "lim": limit}))
-        return [_event(r) for r in rows]
+def _by_key(tx: Tx, new: NewRun) -> tuple[RunRecord, bool] | None:
+    """The run stored earlier under the submission's idempotency key, if any."""
+    if not new.idempotency_key:
+        return None
+    existing = tx.conn.execute(st.RUN_BY_KEY, {"org": new.org_id, "key": new.idempotency_key}).first()
+    return (_record(existing), False) if existing is not None else None
 
 
 def _session_values(new: NewRun, now: float) -> dict[str, Any]:
@@ -384,23 +361,3 @@ def _event_values(event: EventRecord) -> dict[str, Any]:
         "data": event.data,
         "created_at": event.created_at,
     }
-
-
-def _filter_conditions(flt: RunFilter) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if flt.org_id is not None:
-        conditions.append(RUN.c.org_id == flt.org_id)
-    for column, value in (
-        (RUN.c.agent_id, flt.agent_id),
-        (RUN.c.session_id, flt.session_id),
-        (RUN.c.user_id, flt.user_id),
-    ):
-        if value:
-            conditions.append(column == value)
-    if flt.states:
-        conditions.append(RUN.c.state.in_(flt.states))
-    if flt.created_after is not None:
-        conditions.append(RUN.c.created_at >= flt.created_after)
-    if flt.created_before is not None:
-        conditions.append(RUN.c.created_at < flt.created_before)
-    return conditions

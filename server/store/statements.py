@@ -31,20 +31,27 @@ VIEW = [c for c in RUN.c if c.name not in ("agent_state", "resume", "request_has
 ACTIVE = (QUEUED, RUNNING, PAUSED)
 
 # Runs of one session execute one at a time, in submission order: a run waits while an earlier run
-# of its session is queued, running or paused.
+# of its session is queued, running or paused. A session belongs to an org: another org's runs that
+# use the same session id neither wait for it nor see its history.
 _prior = RUN.alias("prior")
 _SESSION_FREE = ~exists().where(
-    _prior.c.session_id == RUN.c.session_id, _prior.c.number < RUN.c.number, _prior.c.state.in_(ACTIVE)
+    _prior.c.session_id == RUN.c.session_id,
+    _prior.c.org_id == RUN.c.org_id,
+    _prior.c.number < RUN.c.number,
+    _prior.c.state.in_(ACTIVE),
 )
 LOCK_SESSION = select(SESSION.c.id).where(SESSION.c.id == bindparam("sid")).with_for_update()
 SESSION_BUSY = (
-    select(RUN.c.number).where(RUN.c.session_id == bindparam("sid"), RUN.c.state.in_(ACTIVE)).limit(1)
+    select(RUN.c.number)
+    .where(RUN.c.session_id == bindparam("sid"), RUN.c.org_id == bindparam("org"), RUN.c.state.in_(ACTIVE))
+    .limit(1)
 )
 # The session's latest completed runs (the caller puts them back in order).
 SESSION_HISTORY = (
     select(RUN.c.input, RUN.c.result, RUN.c.messages)
     .where(
         RUN.c.session_id == bindparam("sid"),
+        RUN.c.org_id == bindparam("org"),
         RUN.c.number < bindparam("before"),
         RUN.c.state == COMPLETED,
     )
@@ -63,6 +70,11 @@ RUNS_BY_REF = select(*VIEW).where(
         RUN.c.id.in_(bindparam("ids", expanding=True)), RUN.c.number.in_(bindparam("numbers", expanding=True))
     )
 )
+# The same reads within one org (the caller's tenant): another org's run is simply not found.
+_IN_ORG = RUN.c.org_id == bindparam("org")
+RUN_BY_ID_IN_ORG = RUN_BY_ID.where(_IN_ORG)
+RUN_BY_NUMBER_IN_ORG = RUN_BY_NUMBER.where(_IN_ORG)
+RUNS_BY_REF_IN_ORG = RUNS_BY_REF.where(_IN_ORG)
 EVENTS_AFTER = (
     select(RUN_EVENT)
     .where(RUN_EVENT.c.run_id == bindparam("rid"), RUN_EVENT.c.seq > bindparam("after"))
@@ -93,19 +105,50 @@ _oldest_queued = (
     .with_for_update(skip_locked=True)
     .scalar_subquery()
 )
+_CLAIMED = {
+    "state": RUNNING,
+    "lease_owner": bindparam("owner"),
+    "lease_expires_at": bindparam("until"),
+    "started_at": func.coalesce(RUN.c.started_at, bindparam("now")),
+    "updated_at": bindparam("now"),
+    "cancel_requested": False,
+}
 CLAIM = (
     update(RUN)
     .where(RUN.c.number.in_(_oldest_queued), RUN.c.state == QUEUED)
-    .values(
-        state=RUNNING,
-        lease_owner=bindparam("owner"),
-        lease_expires_at=bindparam("until"),
-        started_at=func.coalesce(RUN.c.started_at, bindparam("now")),
-        updated_at=bindparam("now"),
-        cancel_requested=False,
-    )
+    .values(**_CLAIMED)
     .returning(*RUN.c)
 )
+
+# With a per-org cap on running runs (server/store/quota.py): the oldest claimable queued runs of
+# orgs not at their cap, and the claim of the ones picked from them.
+CLAIM_CANDIDATES = (
+    select(RUN.c.number, RUN.c.org_id)
+    .where(RUN.c.state == QUEUED, _SESSION_FREE, RUN.c.org_id.not_in(bindparam("full", expanding=True)))
+    .order_by(RUN.c.number)
+    .limit(bindparam("lim"))
+    .with_for_update(skip_locked=True)
+)
+CLAIM_NUMBERS = (
+    update(RUN)
+    .where(RUN.c.number.in_(bindparam("numbers", expanding=True)), RUN.c.state == QUEUED)
+    .values(**_CLAIMED)
+    .returning(*RUN.c)
+)
+RUNNING_BY_ORG = select(RUN.c.org_id, func.count()).where(RUN.c.state == RUNNING).group_by(RUN.c.org_id)
+ANY_QUEUED_OUTSIDE = (
+    select(RUN.c.number)
+    .where(RUN.c.state == QUEUED, RUN.c.org_id.not_in(bindparam("full", expanding=True)))
+    .limit(1)
+)
+# Queued runs of an org, counted up to the limit only (a long queue is not scanned to the end).
+_queued_of_org = (
+    select(RUN.c.number)
+    .where(RUN.c.state == QUEUED, RUN.c.org_id == bindparam("org"))
+    .limit(bindparam("lim"))
+    .subquery()
+)
+QUEUED_IN_ORG = select(func.count()).select_from(_queued_of_org)
 
 
 def _keep_unless(name: str) -> ColumnElement[Any]:

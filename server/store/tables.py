@@ -22,6 +22,8 @@ class RunRow(SQLModel, table=True):
         Index("ix_run_lease", "state", "lease_expires_at"),
         Index("ix_run_session", "session_id", "number"),
         Index("ix_run_org_number", "org_id", "number"),
+        # Per-org counts of running and queued runs (fair-use limits).
+        Index("ix_run_state_org", "state", "org_id"),
     )
 
     # Integer primary key: SQLite's rowid, a sequence on PostgreSQL; family C's integer run id.

@@ -1,0 +1,101 @@
+"""The store's reads of runs and events, on the reader pool. With an org, a read sees only that
+org's runs: the tenant condition is part of the query, so another org's run is never fetched."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.engine import Row
+
+from server.store import statements as st
+from server.store.records import EventRecord, PriorRun, RunFilter, RunRecord
+from server.store.tables import RUN
+
+Fetch = Callable[..., Awaitable[list[Sequence[Row[Any]]]]]
+
+
+def run_from_row(row: Row[Any]) -> RunRecord:
+    return RunRecord(**row._mapping)
+
+
+def event_from_row(row: Row[Any]) -> EventRecord:
+    return EventRecord(row.run_id, row.seq, row.type, row.data, row.created_at)
+
+
+class RunReads:
+    """Mixed into SqlStore, which provides `_fetch` (run read statements, return their rows)."""
+
+    _fetch: Fetch
+
+    async def get_run(self, ref: str, org: str | None = None) -> RunRecord | None:
+        """A run by id or number; with `org`, only a run of that org (another org's is None)."""
+        by_number = ref.isdigit()
+        if org is None:
+            query = st.RUN_BY_NUMBER if by_number else st.RUN_BY_ID
+        else:
+            query = st.RUN_BY_NUMBER_IN_ORG if by_number else st.RUN_BY_ID_IN_ORG
+        [rows] = await self._fetch((query, {"ref": int(ref) if by_number else ref, "org": org}))
+        return run_from_row(rows[0]) if rows else None
+
+    async def get_runs(self, refs: Sequence[str], org: str | None = None) -> dict[str, RunRecord]:
+        """Runs by id or number (with `org`, of that org only); maps each found ref to its run."""
+        ids = [r for r in refs if not r.isdigit()]
+        numbers = [int(r) for r in refs if r.isdigit()]
+        if not refs:
+            return {}
+        query = st.RUNS_BY_REF if org is None else st.RUNS_BY_REF_IN_ORG
+        [rows] = await self._fetch((query, {"ids": ids, "numbers": numbers, "org": org}))
+        records = [run_from_row(r) for r in rows]
+        found: dict[str, RunRecord] = {}
+        for record in records:
+            found[record.id] = record
+            found[str(record.number)] = record
+        return found
+
+    async def list_runs(
+        self, flt: RunFilter, *, before_number: int | None, limit: int, offset: int = 0
+    ) -> tuple[list[RunRecord], int]:
+        conditions = _filter_conditions(flt)
+        page = select(*st.VIEW).where(*conditions)
+        if before_number is not None:
+            page = page.where(RUN.c.number < before_number)
+        rows, count = await self._fetch(
+            page.order_by(RUN.c.number.desc()).limit(limit).offset(offset),
+            select(func.count()).select_from(RUN).where(*conditions),
+        )
+        return [run_from_row(r) for r in rows], int(count[0][0])
+
+    async def session_history(
+        self, session_id: str, org_id: str, before_number: int, limit: int = 100
+    ) -> list[PriorRun]:
+        """The latest `limit` completed runs of an org's session before run `before_number`, oldest
+        first (a session id another org also used shows none of that org's runs)."""
+        params = {"sid": session_id, "org": org_id, "before": before_number, "lim": limit}
+        [rows] = await self._fetch((st.SESSION_HISTORY, params))
+        return [PriorRun(r.input, r.result, r.messages) for r in reversed(rows)]
+
+    async def list_events(self, run_id: str, after_seq: int, limit: int) -> list[EventRecord]:
+        [rows] = await self._fetch((st.EVENTS_AFTER, {"rid": run_id, "after": after_seq, "lim": limit}))
+        return [event_from_row(r) for r in rows]
+
+
+def _filter_conditions(flt: RunFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if flt.org_id is not None:
+        conditions.append(RUN.c.org_id == flt.org_id)
+    for column, value in (
+        (RUN.c.agent_id, flt.agent_id),
+        (RUN.c.session_id, flt.session_id),
+        (RUN.c.user_id, flt.user_id),
+    ):
+        if value:
+            conditions.append(column == value)
+    if flt.states:
+        conditions.append(RUN.c.state.in_(flt.states))
+    if flt.created_after is not None:
+        conditions.append(RUN.c.created_at >= flt.created_after)
+    if flt.created_before is not None:
+        conditions.append(RUN.c.created_at < flt.created_before)
+    return conditions
