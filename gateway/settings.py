@@ -8,6 +8,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from server import options
+
 ENV_PREFIX = "AGENTRUN_GATEWAY_"
 
 
@@ -52,11 +54,7 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
 def add_arguments(parser: argparse.ArgumentParser, flag_prefix: str = "") -> None:
     """Adds the gateway flags; `flag_prefix` (e.g. "gateway-") keeps them apart from the server's
     flags when one command serves both."""
-    for flag, (_, kind, help_text) in _OPTIONS.items():
-        env = _env_name(flag)
-        parser.add_argument(
-            f"--{flag_prefix}{flag}", type=kind, default=None, help=f"{help_text} [env {env}]"
-        )
+    options.add(parser, _OPTIONS, ENV_PREFIX, flag_prefix)
 
 
 def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -68,16 +66,5 @@ def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> G
 def from_namespace(
     args: argparse.Namespace, environ: Mapping[str, str] = os.environ, flag_prefix: str = ""
 ) -> GatewaySettings:
-    values: dict[str, object] = {}
-    for flag, (attr, kind, _) in _OPTIONS.items():
-        value = getattr(args, (flag_prefix + flag).replace("-", "_"), None)
-        env = environ.get(_env_name(flag))
-        if value is None and env is not None:
-            value = kind(env)
-        if value is not None:
-            values[attr] = value
+    values = options.read(args, _OPTIONS, environ, ENV_PREFIX, flag_prefix)
     return GatewaySettings(**values)  # type: ignore[arg-type]
-
-
-def _env_name(flag: str) -> str:
-    return ENV_PREFIX + flag.upper().replace("-", "_")

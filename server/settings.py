@@ -9,11 +9,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server import options
 from server.agents.registry import DEFAULT_AGENTS_FILE
 from server.auth.limits import LimitSettings
 from server.auth.settings import AUTO, AuthSettings
 from server.engine.engine import EngineSettings
 from server.webhooks.deliverer import WebhookSettings
+
+ENV_PREFIX = "AGENTRUN_"
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,7 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, (_, kind, help_text) in _OPTIONS.items():
-        env = "AGENTRUN_" + flag.upper().replace("-", "_")
-        parser.add_argument(f"--{flag}", type=kind, default=None, help=f"{help_text} [env {env}]")
+    options.add(parser, _OPTIONS, ENV_PREFIX)
 
 
 def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> Settings:
@@ -123,14 +124,9 @@ def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> S
 
 def from_namespace(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Settings:
     groups: dict[str, dict[str, object]] = {"": {}, "engine": {}, "webhooks": {}, "auth": {}, "limits": {}}
-    for flag, (attr, kind, _) in _OPTIONS.items():
-        value = getattr(args, flag.replace("-", "_"), None)
-        env = environ.get("AGENTRUN_" + flag.upper().replace("-", "_"))
-        if value is None and env is not None:
-            value = kind(env)
-        if value is not None:
-            group, _, name = attr.rpartition(".")
-            groups[group][name] = value
+    for attr, value in options.read(args, _OPTIONS, environ, ENV_PREFIX).items():
+        group, _, name = attr.rpartition(".")
+        groups[group][name] = value
     # Not told: auth follows the configuration (on with keys or JWT; off only on loopback).
     groups["auth"].setdefault("mode", AUTO)
     return Settings(
