@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from server import tasks
 from server.store.writer import EVENTS_CHANNEL, QUEUE_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,7 @@ class Listener:
         self._task = asyncio.create_task(self._run(), name="store-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
 
     def _event(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         origin, _, run_id = payload.partition(":")

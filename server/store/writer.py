@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from server import tasks
 from server.store import statements as st
 from server.store.records import EventRecord
 
@@ -152,10 +153,7 @@ class Writer:
         self._task = asyncio.create_task(self._loop(), name="store-writer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         await self._db.close(final=True)
 
     async def call(self, fn: Callable[[Tx], T]) -> T:

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from standardwebhooks.webhooks import Webhook
 
+from server import tasks
 from server.store.deliveries import DeliveryStore
 from server.store.records import DeliveryRecord
 from server.urlpolicy import PolicyResolver, UrlPolicy
@@ -70,10 +71,7 @@ class Deliverer:
         self._task = asyncio.create_task(self._loop(), name="webhook-deliverer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         # An attempt cut short here is sent again after its lease expires.
         for task in list(self._inflight):
             task.cancel()
