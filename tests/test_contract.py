@@ -33,7 +33,9 @@ def test_gen_is_up_to_date(tmp_path: Path) -> None:
 def test_buf_lint_passes(tmp_path: Path) -> None:
     image = tmp_path / "image.binpb"
     genproto.build_image(image)
-    buf = shutil.which("buf")
+    # buf-bin installs buf beside the interpreter; PATH is the fallback for a global one.
+    beside = Path(sys.executable).with_name("buf")
+    buf = str(beside) if beside.exists() else shutil.which("buf")
     assert buf, "the buf CLI (buf-bin) is not installed"
     result = subprocess.run(
         [buf, "lint", str(image), "--exclude-path", "google", "--config", str(ROOT / "buf.yaml")],

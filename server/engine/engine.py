@@ -80,13 +80,17 @@ class Engine:
         self._runners: dict[str, tuple[Runner, asyncio.Task[Any]]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._chores: set[asyncio.Task[None]] = set()
         self._accepting = True
         self._poll_s = settings.poll_interval_s
         # True when the last claim may have left runs in the queue: a finished run then wakes the
         # dispatcher at once instead of at the next poll.
         self._backlog = False
-        # Worker slots promised to submissions that start their run themselves (see submit).
+        # Worker slots promised to submissions that start their run themselves (see submit) and to
+        # the claim in flight, which may fill every free slot.
         self._reserved = 0
+        # Set while a claim holds its reservation; cleared when the claimed runs have their slots.
+        self._claim_done: asyncio.Event | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -139,10 +143,7 @@ class Engine:
             webhook_format=sub.webhook_format or None,
             extras=sub.extras,
         )
-        lease = None
-        if start and self._accepting and len(self._runners) + self._reserved < self.settings.workers:
-            lease = (self.owner, self.settings.lease_s)
-            self._reserved += 1
+        lease = await self._take_slot() if start else None
         try:
             run, created = await self.store.create_run(
                 new, lease, max_running=self.limits.max_running, max_queued=self.limits.max_queued
@@ -163,6 +164,18 @@ class Engine:
         elif created:
             self._wake.set()
         return run, created
+
+    async def _take_slot(self) -> tuple[str, float] | None:
+        """A worker slot for a run that starts at once, or None to go through the queue. A claim in
+        flight reserves every free slot though it may fill none: wait for it rather than queue."""
+        while self._accepting:
+            if len(self._runners) + self._reserved < self.settings.workers:
+                self._reserved += 1
+                return self.owner, self.settings.lease_s
+            if self._claim_done is None:
+                return None
+            await self._claim_done.wait()
+        return None
 
     # ---- reads and waiting --------------------------------------------------------------
 
@@ -343,6 +356,7 @@ class Engine:
             waiting = False
             if free > 0:
                 self._reserved += free  # a submission must not take a slot this claim may fill
+                self._claim_done = done = asyncio.Event()
                 try:
                     claimed, waiting = await self.store.claim(
                         self.owner, free, self.settings.lease_s, self.limits.max_running
@@ -350,11 +364,14 @@ class Engine:
                 except Exception:
                     log.exception("claiming runs failed")
                 finally:
+                    # No await until the claimed runs hold their slots and the rest are free again.
                     self._reserved -= free
+                    for run in claimed:
+                        self._launch(run)
+                    self._claim_done = None
+                    done.set()
             # With a backlog (or runs waiting for their session) a finishing run wakes this loop.
             self._backlog = free <= 0 or len(claimed) == free or waiting
-            for run in claimed:
-                await self._launch(run)
             if free > 0 and len(claimed) == free:
                 continue
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races a wake-up.
@@ -362,10 +379,13 @@ class Engine:
                 async with asyncio.timeout(self.settings.poll_interval_s):
                     await self._wake.wait()
 
-    async def _launch(self, run: RunRecord) -> None:
+    def _launch(self, run: RunRecord) -> None:
         agent = self.agents.get(run.agent_id)
         if agent is None:  # queued by a server with another agents.yaml
-            await self._fail_claimed(run, "AGENT_NOT_FOUND", f"agent {run.agent_id!r} is not configured here")
+            message = f"agent {run.agent_id!r} is not configured here"
+            failing = asyncio.create_task(self._fail_claimed(run, "AGENT_NOT_FOUND", message))
+            self._chores.add(failing)  # a reference, so the task is not collected mid-way
+            failing.add_done_callback(self._chores.discard)
             return
         self._start(run, agent)
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Executable, Row, bindparam, func, or_, select, update
+from sqlalchemy import Executable, Row, bindparam, case, func, or_, select, update
 
 from server.store.records import DELIVERED, FAILED, PENDING, DeliveryRecord, RunRecord
 from server.store.tables import RUN, WEBHOOK_DELIVERY
@@ -166,9 +166,26 @@ class DeliveryStore:
         [rows] = await self._fetch(select(D).where(D.c.run_id == run_id).order_by(D.c.created_at))
         return [_record(r) for r in rows]
 
+    async def release(self, owner: str) -> None:
+        """Give up `owner`'s leases (a deliverer stopping), so another process sends those rows now
+        rather than when the leases expire."""
+
+        def op(tx: Tx) -> None:
+            tx.conn.execute(
+                update(D)
+                .where(D.c.lease_owner == owner, D.c.state == PENDING)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+        await self._writer.call(op)
+
     async def next_due(self) -> float | None:
-        """When the earliest pending delivery is due."""
-        query: Executable = select(func.min(D.c.next_attempt_at)).where(D.c.state == PENDING)
+        """When the earliest pending delivery is due; a leased row not before its lease expires
+        (counting it as due now would make the deliverer claim in a loop while it is being sent)."""
+        due_at = case(
+            (D.c.lease_expires_at > D.c.next_attempt_at, D.c.lease_expires_at), else_=D.c.next_attempt_at
+        )
+        query: Executable = select(func.min(due_at)).where(D.c.state == PENDING)
         [rows] = await self._fetch(query)
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None

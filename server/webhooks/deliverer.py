@@ -70,12 +70,20 @@ class Deliverer:
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         self._task = asyncio.create_task(self._loop(), name="webhook-deliverer")
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 1.0) -> None:
+        """Stop claiming; attempts in flight get `grace_s` to be sent and recorded, the rest are cut
+        short and their leases released, so another process sends them again at once."""
         await tasks.stop(self._task)
-        # An attempt cut short here is sent again after its lease expires.
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=grace_s)
         for task in list(self._inflight):
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._store is not None:
+            try:
+                await self._store.release(self.owner)
+            except Exception:  # the leases expire on their own
+                log.exception("releasing webhook leases failed")
         if self._session is not None:
             await self._session.close()
 
