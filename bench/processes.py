@@ -98,7 +98,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 def agentrun_argv(database: Path | str, agents_file: Path | None, *, gateway: bool = False) -> list[str]:
     """`agentrun serve` on a free port; with `gateway`, its HTTP gateway on a free port too."""
     script = Path(sys.executable).with_name("agentrun")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "server"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
     url = database if isinstance(database, str) else f"sqlite:///{database}"
     argv = [*command, "serve", "--listen", "127.0.0.1:0", "--database-url", url]
     argv += ["--log-level", "WARNING"]

@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler, Middleware
 from google.protobuf import any_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 
-from server.errors import DOMAIN, HTTP_STATUS
+from common.errors import DOMAIN, HTTP_STATUS
 
 log = logging.getLogger(__name__)
 

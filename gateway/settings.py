@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from server import options
+from common.options import Option, OptionTable
 
 ENV_PREFIX = "AGENTRUN_GATEWAY_"
 
@@ -34,27 +34,34 @@ class GatewaySettings:
         return int(self.listen.rsplit(":", 1)[1])
 
 
-# flag / env suffix -> (settings attribute, type, help)
-_OPTIONS: dict[str, tuple[str, type, str]] = {
-    "listen": ("listen", str, "HTTP listen address host:port (port 0 picks a free one)"),
-    "upstream": ("upstream", str, "gRPC target of the agentrun server, host:port"),
-    "max-body-bytes": ("max_body_bytes", int, "largest accepted request body; larger is HTTP 413"),
-    "sse-heartbeat": (
-        "sse_heartbeat_s",
-        float,
-        "seconds of silence after which an SSE stream gets a heartbeat",
-    ),
-    "ready-timeout": ("ready_timeout_s", float, "seconds /ready waits for the upstream health check"),
-    "log-level": ("log_level", str, "DEBUG, INFO, WARNING, ERROR"),
-    "family-b-agent": ("family_b_agent", str, "agent for family B jobs that name no recipe_name"),
-    "family-c-agent": ("family_c_agent", str, "agent for family C runs (model/provider override its model)"),
-}
+OPTIONS = OptionTable(
+    GatewaySettings,
+    ENV_PREFIX,
+    {
+        "listen": Option("listen", str, "HTTP listen address host:port (port 0 picks a free one)"),
+        "upstream": Option("upstream", str, "gRPC target of the agentrun server, host:port"),
+        "max-body-bytes": Option("max_body_bytes", int, "largest accepted request body; larger is HTTP 413"),
+        "sse-heartbeat": Option(
+            "sse_heartbeat_s",
+            float,
+            "seconds of silence after which an SSE stream gets a heartbeat",
+        ),
+        "ready-timeout": Option(
+            "ready_timeout_s", float, "seconds /ready waits for the upstream health check"
+        ),
+        "log-level": Option("log_level", str, "DEBUG, INFO, WARNING, ERROR"),
+        "family-b-agent": Option("family_b_agent", str, "agent for family B jobs that name no recipe_name"),
+        "family-c-agent": Option(
+            "family_c_agent", str, "agent for family C runs (model/provider override its model)"
+        ),
+    },
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser, flag_prefix: str = "") -> None:
     """Adds the gateway flags; `flag_prefix` (e.g. "gateway-") keeps them apart from the server's
     flags when one command serves both."""
-    options.add(parser, _OPTIONS, ENV_PREFIX, flag_prefix)
+    OPTIONS.add(parser, flag_prefix)
 
 
 def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> GatewaySettings:
@@ -66,5 +73,5 @@ def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> G
 def from_namespace(
     args: argparse.Namespace, environ: Mapping[str, str] = os.environ, flag_prefix: str = ""
 ) -> GatewaySettings:
-    values = options.read(args, _OPTIONS, environ, ENV_PREFIX, flag_prefix)
-    return GatewaySettings(**values)  # type: ignore[arg-type]
+    settings: GatewaySettings = OPTIONS.build(OPTIONS.read(args, environ, flag_prefix))
+    return settings

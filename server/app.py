@@ -1,12 +1,11 @@
-"""Assembles the gRPC server: RunService, health, reflection; runs until told to stop."""
+"""Assembles the gRPC server: RunService, health, reflection, the engine, the store and the webhook
+deliverer; `running()` serves until its context exits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import signal
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ from agentrun.v1 import run_service_pb2, run_service_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.settings import GatewaySettings
 from server.agents.registry import AgentRegistry
 from server.auth.guard import Guard
 from server.auth.settings import resolve
@@ -94,23 +92,3 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
                 server.stop(settings.shutdown_grace_s), engine.shutdown(settings.shutdown_grace_s)
             )
             await deliverer.stop()
-
-
-async def serve(settings: Settings, gateway: GatewaySettings | None = None) -> None:
-    """Serve until SIGTERM/SIGINT; with `gateway`, the HTTP gateway too, in front of this server.
-    On the way out the gateway stops first (its streams end; clients re-attach elsewhere)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with running(settings) as server, contextlib.AsyncExitStack() as stack:
-        print(f"agentrun: gRPC on {settings.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
-        if gateway is not None:
-            from gateway.app import running_gateway
-            from gateway.families import all_families
-
-            local = dataclasses.replace(gateway, upstream=f"127.0.0.1:{server.port}")
-            http = await stack.enter_async_context(running_gateway(local, all_families()))
-            print(f"agentrun-gateway: HTTP on {http.host}:{http.port}", flush=True)
-        await stop.wait()
-        log.info("shutting down")

@@ -9,6 +9,7 @@ auth is off: the request's org, as before auth existed)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -18,13 +19,14 @@ import grpc
 from agentrun.v1 import run_service_pb2 as pb
 from agentrun.v1 import run_service_pb2_grpc
 
+from common.errors import AgentrunError, Internal, NotFound
+from common.limits import MAX_SKIP
 from server import validation
 from server.auth.guard import Guard
 from server.auth.identity import UNSCOPED, Identity
 from server.auth.limits import LimitSettings, RateLimiter
 from server.convert import agent_to_proto, delivery_to_proto, event_to_proto, run_to_proto
-from server.engine.engine import Engine
-from server.errors import AgentrunError, Internal, NotFound
+from server.engine.engine import Engine, Submission
 from server.store.records import RunFilter
 from server.webhooks.deliverer import Deliverer
 
@@ -50,6 +52,11 @@ def _caller(guard: Guard, method: str, request: Any, context: Ctx) -> Identity:
     identity = guard.authenticate(context.invocation_metadata() or ())
     guard.authorize(identity, method, request)
     return identity
+
+
+def _own(caller: Identity, sub: Submission) -> Submission:
+    org_id, user_id = caller.owner_of(sub.org_id, sub.user_id)
+    return dataclasses.replace(sub, org_id=org_id, user_id=user_id)
 
 
 def unary(
@@ -106,7 +113,7 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
     @unary
     async def Run(self, request: pb.RunRequest, context: Ctx, caller: Identity) -> pb.RunResponse:
         self._admit(caller, request.org_id)
-        submission = caller.own(await validation.submission(request, webhooks=self.webhooks.policy))
+        submission = _own(caller, await validation.submission(request, webhooks=self.webhooks.policy))
         if request.wait:
             run = await self.engine.submit_and_wait(submission)
         else:
@@ -124,7 +131,7 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         else:
             self._admit(caller, request.run.org_id)
             submission = await validation.submission(request.run, "run.", self.webhooks.policy)
-            events = self.engine.submit_and_follow(caller.own(submission))
+            events = self.engine.submit_and_follow(_own(caller, submission))
         async with contextlib.aclosing(events):
             async for event in events:
                 yield pb.StreamRunResponse(event=event_to_proto(event))
@@ -170,7 +177,7 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
             if request.HasField("create_time_before")
             else None,
         )
-        skip = validation.bounded(request.skip, 0, validation.MAX_SKIP, "skip")
+        skip = validation.bounded(request.skip, 0, MAX_SKIP, "skip")
         runs, total = await self.engine.store.list_runs(flt, before_number=before, limit=size, offset=skip)
         token = validation.encode_token("n", runs[-1].number) if len(runs) == size else ""
         return pb.ListRunsResponse(

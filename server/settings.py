@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server import options
+from common.options import Option, OptionTable
 from server.agents.registry import DEFAULT_AGENTS_FILE
 from server.auth.limits import LimitSettings
 from server.auth.settings import AUTO, AuthSettings
@@ -33,87 +33,104 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
 
 
-# flag / env suffix -> (settings attribute, type, help)
-_OPTIONS: dict[str, tuple[str, type, str]] = {
-    "listen": ("listen", str, "gRPC listen address host:port (port 0 picks a free one)"),
-    "database-url": (
-        "database_url",
-        str,
-        "SQLAlchemy URL: sqlite:///path.db, sqlite:///:memory:, postgresql://...",
-    ),
-    "agents-file": ("agents_file", Path, "agents.yaml to load"),
-    "shutdown-grace": ("shutdown_grace_s", float, "seconds running runs get to finish on SIGTERM"),
-    "log-level": ("log_level", str, "DEBUG, INFO, WARNING, ERROR"),
-    "workers": ("engine.workers", int, "runs executed at once by this process"),
-    "lease": ("engine.lease_s", float, "seconds a run's lease lasts without renewal"),
-    "sweep-interval": (
-        "engine.sweep_interval_s",
-        float,
-        "seconds between checks for expired leases and deadlines",
-    ),
-    "poll-interval": (
-        "engine.poll_interval_s",
-        float,
-        "seconds between queue polls for runs submitted elsewhere",
-    ),
-    "default-timeout": ("engine.default_timeout_s", float, "run timeout in seconds when a request sets none"),
-    "cancel-grace": (
-        "engine.cancel_grace_s",
-        float,
-        "seconds a cancelled agent gets to stop before it is abandoned",
-    ),
-    "webhook-secret": (
-        "webhooks.secret",
-        str,
-        "Standard Webhooks signing secret (whsec_...); unset: unsigned",
-    ),
-    "webhook-allow": (
-        "webhooks.allow",
-        str,
-        "comma-separated hosts, IPs or networks webhooks may target although not public",
-    ),
-    "webhook-attempts": ("webhooks.max_attempts", int, "attempts per webhook before it is marked failed"),
-    "webhook-max-age": (
-        "webhooks.max_age_s",
-        float,
-        "seconds after the run's end to keep retrying a webhook",
-    ),
-    "webhook-timeout": ("webhooks.timeout_s", float, "seconds one webhook attempt may take"),
-    "webhook-concurrency": ("webhooks.concurrency", int, "webhook attempts in flight at once"),
-    "webhook-backoff": ("webhooks.backoff_s", float, "seconds before the first retry; doubles each time"),
-    "auth": (
-        "auth.mode",
-        str,
-        "on, off or auto (default): on when keys or a JWT key are configured, else off, which is "
-        "allowed only on a loopback --listen",
-    ),
-    "keys-file": (
-        "auth.keys_file",
-        Path,
-        "YAML file of API key hashes (`agentrun keys create` makes entries)",
-    ),
-    "api-keys": (
-        "auth.api_keys",
-        str,
-        "API keys as org:user:role:sha256:<hex> entries, comma-separated (prefer the env variable)",
-    ),
-    "jwt-secret": ("auth.jwt_secret", str, "HS256 secret of JWT bearer tokens"),
-    "jwt-public-key": ("auth.jwt_public_key", str, "RS256 public key of JWT bearer tokens: PEM text or file"),
-    "jwt-issuer": ("auth.jwt_issuer", str, "required `iss` of JWTs"),
-    "jwt-audience": ("auth.jwt_audience", str, "required `aud` of JWTs"),
-    "jwt-org-claim": ("auth.jwt_org_claim", str, "JWT claim holding the org (tenant)"),
-    "jwt-user-claim": ("auth.jwt_user_claim", str, "JWT claim holding the user id"),
-    "jwt-role-claim": ("auth.jwt_role_claim", str, "JWT claim holding the role: admin, user or reader"),
-    "jwt-default-role": ("auth.jwt_default_role", str, "role of a JWT without a role claim"),
-    "max-running-per-org": ("limits.max_running", int, "runs of one org running at once; 0: no limit"),
-    "max-queued-per-org": ("limits.max_queued", int, "runs of one org queued at once; 0: no limit"),
-    "submit-rate": ("limits.submit_rate", float, "submissions per second per org; 0: no limit"),
-    "submit-burst": ("limits.submit_burst", int, "submissions at once per org above the rate; 0: the rate"),
-}
+OPTIONS = OptionTable(
+    Settings,
+    ENV_PREFIX,
+    {
+        "listen": Option("listen", str, "gRPC listen address host:port (port 0 picks a free one)"),
+        "database-url": Option(
+            "database_url",
+            str,
+            "SQLAlchemy URL: sqlite:///path.db, sqlite:///:memory:, postgresql://...",
+        ),
+        "agents-file": Option("agents_file", Path, "agents.yaml to load"),
+        "shutdown-grace": Option("shutdown_grace_s", float, "seconds running runs get to finish on SIGTERM"),
+        "log-level": Option("log_level", str, "DEBUG, INFO, WARNING, ERROR"),
+        "workers": Option("engine.workers", int, "runs executed at once by this process"),
+        "lease": Option("engine.lease_s", float, "seconds a run's lease lasts without renewal"),
+        "sweep-interval": Option(
+            "engine.sweep_interval_s",
+            float,
+            "seconds between checks for expired leases and deadlines",
+        ),
+        "poll-interval": Option(
+            "engine.poll_interval_s",
+            float,
+            "seconds between queue polls for runs submitted elsewhere",
+        ),
+        "default-timeout": Option(
+            "engine.default_timeout_s", float, "run timeout in seconds when a request sets none"
+        ),
+        "cancel-grace": Option(
+            "engine.cancel_grace_s",
+            float,
+            "seconds a cancelled agent gets to stop before it is abandoned",
+        ),
+        "webhook-secret": Option(
+            "webhooks.secret",
+            str,
+            "Standard Webhooks signing secret (whsec_...); unset: unsigned",
+        ),
+        "webhook-allow": Option(
+            "webhooks.allow",
+            str,
+            "comma-separated hosts, IPs or networks webhooks may target although not public",
+        ),
+        "webhook-attempts": Option(
+            "webhooks.max_attempts", int, "attempts per webhook before it is marked failed"
+        ),
+        "webhook-max-age": Option(
+            "webhooks.max_age_s",
+            float,
+            "seconds after the run's end to keep retrying a webhook",
+        ),
+        "webhook-timeout": Option("webhooks.timeout_s", float, "seconds one webhook attempt may take"),
+        "webhook-concurrency": Option("webhooks.concurrency", int, "webhook attempts in flight at once"),
+        "webhook-backoff": Option(
+            "webhooks.backoff_s", float, "seconds before the first retry; doubles each time"
+        ),
+        "auth": Option(
+            "auth.mode",
+            str,
+            "on, off or auto (default): on when keys or a JWT key are configured, else off, which is "
+            "allowed only on a loopback --listen",
+        ),
+        "keys-file": Option(
+            "auth.keys_file",
+            Path,
+            "YAML file of API key hashes (`agentrun keys create` makes entries)",
+        ),
+        "api-keys": Option(
+            "auth.api_keys",
+            str,
+            "API keys as org:user:role:sha256:<hex> entries, comma-separated (prefer the env variable)",
+        ),
+        "jwt-secret": Option("auth.jwt_secret", str, "HS256 secret of JWT bearer tokens"),
+        "jwt-public-key": Option(
+            "auth.jwt_public_key", str, "RS256 public key of JWT bearer tokens: PEM text or file"
+        ),
+        "jwt-issuer": Option("auth.jwt_issuer", str, "required `iss` of JWTs"),
+        "jwt-audience": Option("auth.jwt_audience", str, "required `aud` of JWTs"),
+        "jwt-org-claim": Option("auth.jwt_org_claim", str, "JWT claim holding the org (tenant)"),
+        "jwt-user-claim": Option("auth.jwt_user_claim", str, "JWT claim holding the user id"),
+        "jwt-role-claim": Option(
+            "auth.jwt_role_claim", str, "JWT claim holding the role: admin, user or reader"
+        ),
+        "jwt-default-role": Option("auth.jwt_default_role", str, "role of a JWT without a role claim"),
+        "max-running-per-org": Option(
+            "limits.max_running", int, "runs of one org running at once; 0: no limit"
+        ),
+        "max-queued-per-org": Option("limits.max_queued", int, "runs of one org queued at once; 0: no limit"),
+        "submit-rate": Option("limits.submit_rate", float, "submissions per second per org; 0: no limit"),
+        "submit-burst": Option(
+            "limits.submit_burst", int, "submissions at once per org above the rate; 0: the rate"
+        ),
+    },
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    options.add(parser, _OPTIONS, ENV_PREFIX)
+    OPTIONS.add(parser)
 
 
 def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> Settings:
@@ -123,16 +140,8 @@ def load(argv: Sequence[str] = (), environ: Mapping[str, str] = os.environ) -> S
 
 
 def from_namespace(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Settings:
-    groups: dict[str, dict[str, object]] = {"": {}, "engine": {}, "webhooks": {}, "auth": {}, "limits": {}}
-    for attr, value in options.read(args, _OPTIONS, environ, ENV_PREFIX).items():
-        group, _, name = attr.rpartition(".")
-        groups[group][name] = value
+    values = OPTIONS.read(args, environ)
     # Not told: auth follows the configuration (on with keys or JWT; off only on loopback).
-    groups["auth"].setdefault("mode", AUTO)
-    return Settings(
-        **groups[""],  # type: ignore[arg-type]
-        engine=EngineSettings(**groups["engine"]),  # type: ignore[arg-type]
-        webhooks=WebhookSettings(**groups["webhooks"]),  # type: ignore[arg-type]
-        auth=AuthSettings(**groups["auth"]),  # type: ignore[arg-type]
-        limits=LimitSettings(**groups["limits"]),  # type: ignore[arg-type]
-    )
+    values.setdefault("auth.mode", AUTO)
+    settings: Settings = OPTIONS.build(values)
+    return settings

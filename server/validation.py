@@ -10,17 +10,16 @@ from collections.abc import Iterable
 from agentrun.v1 import run_pb2, run_service_pb2
 from google.protobuf import json_format
 
+from common.errors import InvalidArgument
 from server import convert
 from server.agents.schema_output import schema_problem
 from server.convert import STATE_NAME, input_from_proto
 from server.engine.engine import Submission
 from server.engine.inputs import run_input_to_dict
-from server.errors import InvalidArgument
 from server.urlpolicy import UrlPolicy, url_problem
 
 MAX_BATCH_IDS = 100
 MAX_PAGE_SIZE = 1000
-MAX_SKIP = 100_000
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_MEDIA_ITEMS = 16
 

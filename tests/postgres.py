@@ -31,8 +31,16 @@ def binary(name: str) -> str:
     return found
 
 
+def _runuser() -> str:
+    # An administrator's tool: often in sbin, which a plain user's PATH (or `env -i`) leaves out.
+    for found in (shutil.which("runuser"), "/usr/sbin/runuser", "/sbin/runuser"):
+        if found and os.path.exists(found):
+            return found
+    raise RuntimeError("runuser (util-linux) is needed to start PostgreSQL as root")
+
+
 def _as_postgres(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+    return [_runuser(), "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
 def _free_port() -> int:

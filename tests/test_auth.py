@@ -20,12 +20,12 @@ from agentrun.v1 import run_service_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from common.errors import ResourceExhausted
 from server.app import running
 from server.auth import keys
 from server.auth.identity import Identity
 from server.auth.limits import LimitSettings, RateLimiter
 from server.auth.settings import AuthSettings
-from server.errors import ResourceExhausted
 from server.settings import Settings
 from tests.conftest import Harness, Launcher
 from tests.test_runs import details
@@ -487,7 +487,7 @@ async def test_a_created_key_works_once_added_to_the_keys_file(launch: Launcher,
     command = [
         sys.executable,
         "-m",
-        "server",
+        "cli",
         "keys",
         "create",
         "--org",
@@ -593,6 +593,6 @@ async def test_a_reachable_server_without_keys_refuses_to_start() -> None:
 
 def test_the_command_line_refuses_a_reachable_address_without_keys() -> None:
     for flags in ([], ["--auth", "off"]):
-        command = [sys.executable, "-m", "server", "serve", "--no-gateway", "--listen", "0.0.0.0:0", *flags]
+        command = [sys.executable, "-m", "cli", "serve", "--no-gateway", "--listen", "0.0.0.0:0", *flags]
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and "refusing to serve 0.0.0.0:0 without authentication" in done.stderr

@@ -108,7 +108,7 @@ def test_settings_from_flags_and_environment() -> None:
 
 @pytest.fixture
 def server_process() -> Iterator[int]:
-    args = [sys.executable, "-m", "server", "serve", "--listen", "127.0.0.1:0"]
+    args = [sys.executable, "-m", "cli", "serve", "--listen", "127.0.0.1:0"]
     args += ["--database-url", "sqlite:///:memory:", "--log-level", "WARNING"]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:

@@ -27,7 +27,7 @@ S = run_pb2.RunState
 class Proc:
     def __init__(self, db: Path | str, *flags: str) -> None:
         url = db if isinstance(db, str) else f"sqlite:///{db}"
-        args = [sys.executable, "-m", "server", "serve", "--no-gateway", "--listen", "127.0.0.1:0"]
+        args = [sys.executable, "-m", "cli", "serve", "--no-gateway", "--listen", "127.0.0.1:0"]
         args += ["--database-url", url, "--lease", "1", "--sweep-interval", "0.3"]
         args += ["--poll-interval", "0.2", "--log-level", "WARNING", *flags]
         self.p = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
@@ -152,7 +152,7 @@ def test_bad_agents_file_fails_at_startup(tmp_path: Path) -> None:
     bad = tmp_path / "agents.yaml"
     bad.write_text("agents:\n  - id: broken\n    runtime: python\n    impl: echo\n    tools: [teleport]\n")
     result = subprocess.run(
-        [sys.executable, "-m", "server", "serve", "--agents-file", str(bad), "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "cli", "serve", "--agents-file", str(bad), "--listen", "127.0.0.1:0"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -167,7 +167,7 @@ def test_serve_starts_the_gateway_too(tmp_path: Path) -> None:
     args = [
         sys.executable,
         "-m",
-        "server",
+        "cli",
         "serve",
         "--listen",
         "127.0.0.1:0",

@@ -12,7 +12,7 @@ from typing import Any
 from agentrun.v1 import run_pb2
 from google.protobuf import timestamp_pb2
 
-from server.family_shapes import iso
+from common.shapes import iso
 
 R = run_pb2
 JsonObject = dict[str, Any]

@@ -15,13 +15,13 @@ from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
 from aiohttp import web
 
+from common.limits import MAX_SKIP
+from common.shapes import JOB_STATUS, TERMINAL, iso
 from gateway import codec, keys, sse
 from gateway.errors import ApiError
 from gateway.families import b_docs
 from gateway.families import b_shapes as shapes
 from gateway.upstream import Upstream
-from server.family_shapes import JOB_STATUS, TERMINAL, iso
-from server.validation import MAX_SKIP
 
 Json = dict[str, Any]
 PREFIX = "/api/v1/runs"

@@ -16,7 +16,7 @@ from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
 from google.protobuf import duration_pb2, struct_pb2
 
-from server.family_shapes import JOB_STATUS, TERMINAL, iso, job_result, output_value
+from common.shapes import JOB_STATUS, TERMINAL, iso, job_result, output_value
 
 R = run_pb2
 Json = dict[str, Any]

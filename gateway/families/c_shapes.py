@@ -15,8 +15,8 @@ from google.protobuf import json_format
 from jsonschema import Draft7Validator, SchemaError
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from common.shapes import agent_response
 from gateway.errors import ApiError, FieldViolation
-from server.family_shapes import agent_response
 
 R = run_pb2
 # Server field paths -> AgentRequest fields, for server-side rejections of what the client sent.

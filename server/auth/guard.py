@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from common.errors import PermissionDenied, Unauthenticated
 from server.auth.identity import UNSCOPED, Identity
 from server.auth.keys import KeyRing
 from server.auth.settings import ON, AuthSettings
 from server.auth.tokens import InvalidToken, JwtVerifier
-from server.errors import PermissionDenied, Unauthenticated
 
 Metadata = Iterable[tuple[str, Any]]
 

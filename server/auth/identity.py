@@ -3,10 +3,7 @@ The org is the tenant: every read and write of a caller is scoped to it."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-
-from server.engine.engine import Submission
 
 ADMIN, USER, READER = "admin", "user", "reader"
 ROLES = (ADMIN, USER, READER)
@@ -26,13 +23,13 @@ class Identity:
         # reader: every read RPC, nothing that starts, decides, cancels, deletes or re-sends.
         return self.role in (ADMIN, USER)
 
-    def own(self, sub: Submission) -> Submission:
-        """The submission as this caller may make it: its org always wins over the body's; its user
-        too, except that an admin may submit on behalf of another user of its own org."""
+    def owner_of(self, org_id: str, user_id: str) -> tuple[str, str]:
+        """The (org, user) a submission naming `org_id` and `user_id` is made for: the caller's org
+        always wins over the body's; its user too, except that an admin may submit on behalf of
+        another user of its own org. Unchanged while auth is off."""
         if self.org_id is None:
-            return sub
-        user = sub.user_id if self.role == ADMIN and sub.user_id else self.user_id
-        return dataclasses.replace(sub, org_id=self.org_id, user_id=user)
+            return org_id, user_id
+        return self.org_id, user_id if self.role == ADMIN and user_id else self.user_id
 
 
 # The caller of every RPC while auth is off.

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.errors import ResourceExhausted
+from common.errors import ResourceExhausted
 
 # Tracked orgs before idle (full) buckets are dropped: a stream of made-up org ids (auth off) must
 # not grow the table forever.

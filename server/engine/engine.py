@@ -12,13 +12,13 @@ from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.agents.base import Agent
 from server.agents.registry import AgentRegistry
 from server.auth.limits import LimitSettings, queue_full
 from server.engine.hub import Hub, Subscription
 from server.engine.runner import Runner
 from server.engine.streams import follow
-from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.store.quota import QueueFull
 from server.store.records import (
     CANCELLED,

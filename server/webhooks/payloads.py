@@ -6,8 +6,8 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from common.shapes import agent_response, job_result
 from server.convert import run_to_proto
-from server.family_shapes import agent_response, job_result
 from server.store.records import RunRecord
 
 

@@ -1,5 +1,5 @@
-"""agentrun command line: `agentrun serve [flags]` serves the gRPC API and, unless --no-gateway, the
-HTTP gateway in front of it; `agentrun keys create` makes an API key (see --help)."""
+"""The `agentrun` command line: `agentrun serve [flags]` serves the gRPC API and, unless --no-gateway,
+the HTTP gateway in front of it; `agentrun keys create` makes an API key (see --help)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import asyncio
 import logging
 import sys
 
+from cli import keys as keys_cli
+from cli.serve import serve as run_server
 from gateway import settings as gateway_settings
 from server import settings as settings_module
 from server.agents.registry import AgentConfigError
-from server.auth import cli as keys_cli
 from server.auth.keys import AuthConfigError
 
 
@@ -32,8 +33,6 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_module.from_namespace(args)
     gateway = None if args.no_gateway else gateway_settings.from_namespace(args, flag_prefix="gateway-")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from server.app import serve as run_server
-
     try:
         asyncio.run(run_server(settings, gateway))
     except (AgentConfigError, AuthConfigError) as exc:

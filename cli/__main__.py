@@ -1,0 +1,5 @@
+"""`python -m cli …` is `agentrun …`."""
+
+from cli.main import main
+
+main()
