@@ -2,6 +2,8 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY cli cli
+COPY common common
 COPY server server
 COPY gateway gateway
 COPY gen gen

@@ -18,14 +18,15 @@ from grpc_reflection.v1alpha import reflection
 
 from server.agents.registry import AgentRegistry
 from server.auth.guard import Guard
+from server.auth.interceptor import AuthInterceptor
 from server.auth.settings import resolve
 from server.engine.engine import Engine
 from server.engine.hub import Hub
 from server.service import RunService
 from server.settings import Settings
+from server.store.contract import open_store
 from server.store.deliveries import Outbox
 from server.store.records import EventRecord
-from server.store.sql import SqlStore
 from server.webhooks.deliverer import Deliverer
 from server.webhooks.payloads import render
 
@@ -58,12 +59,12 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
 
     outbox = Outbox(render, settings.webhooks.max_age_s)
     async with (
-        SqlStore.open(settings.database_url, publish, outbox) as store,
+        open_store(settings.database_url, publish, outbox) as store,
         contextlib.AsyncExitStack() as stack,
     ):
         engine = Engine(store, hub, agents, settings.engine, settings.limits)
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        service = RunService(engine, deliverer, guard, settings.limits)
+        server = grpc.aio.server(interceptors=[AuthInterceptor(guard)], options=[("grpc.so_reuseport", 0)])
+        service = RunService(engine, deliverer, settings.limits)
         run_service_pb2_grpc.add_RunServiceServicer_to_server(service, server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

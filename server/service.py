@@ -1,10 +1,12 @@
 """RunService: the one handler layer every transport reaches. Translates requests into engine
 calls and records into messages; every failure leaves as google.rpc.Status.
 
-Auth and tenancy are checked here once, for every RPC: the `unary` and `streaming` decorators
-authenticate the caller from gRPC metadata and check its role before the handler runs, and hand the
-handler the caller's identity; handlers scope every read and write to the caller's org (None while
-auth is off: the request's org, as before auth existed)."""
+Auth is not done here: AuthInterceptor (server/auth/interceptor.py), installed on the gRPC server,
+authenticates every call and checks the caller's role before any handler runs. The `unary` and
+`streaming` decorators hand each handler the identity the interceptor admitted (`current_identity()`,
+which fails the call if it is missing) and turn every exception into a Status; handlers scope every
+read and write to the caller's org (None while auth is off: the request's org, as before auth
+existed)."""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from agentrun.v1 import run_service_pb2_grpc
 from common.errors import AgentrunError, Internal, NotFound
 from common.limits import MAX_SKIP
 from server import validation
-from server.auth.guard import Guard
-from server.auth.identity import UNSCOPED, Identity
+from server.auth.identity import Identity
+from server.auth.interceptor import current_identity
 from server.auth.limits import LimitSettings, RateLimiter
 from server.convert import agent_to_proto, delivery_to_proto, event_to_proto, run_to_proto
 from server.engine.engine import Engine, Submission
@@ -44,16 +46,6 @@ async def _abort(context: Ctx, exc: Exception) -> None:
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-def _caller(guard: Guard, method: str, request: Any, context: Ctx) -> Identity:
-    """UNAUTHENTICATED without acceptable credentials, PERMISSION_DENIED when the role may not make
-    this call; else who is calling."""
-    if not guard.enabled:
-        return UNSCOPED
-    identity = guard.authenticate(context.invocation_metadata() or ())
-    guard.authorize(identity, method, request)
-    return identity
-
-
 def _own(caller: Identity, sub: Submission) -> Submission:
     org_id, user_id = caller.owner_of(sub.org_id, sub.user_id)
     return dataclasses.replace(sub, org_id=org_id, user_id=user_id)
@@ -62,12 +54,10 @@ def _own(caller: Identity, sub: Submission) -> Submission:
 def unary(
     fn: Callable[[Any, Req, Ctx, Identity], Awaitable[Resp]],
 ) -> Callable[[Any, Req, Ctx], Awaitable[Resp]]:
-    method = fn.__name__
-
     @functools.wraps(fn)
     async def handler(self: Any, request: Req, context: Ctx) -> Resp:
         try:
-            return await fn(self, request, context, _caller(self.guard, method, request, context))
+            return await fn(self, request, context, current_identity())
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
@@ -78,13 +68,10 @@ def unary(
 def streaming(
     fn: Callable[[Any, Req, Ctx, Identity], AsyncGenerator[Resp, None]],
 ) -> Callable[[Any, Req, Ctx], AsyncGenerator[Resp, None]]:
-    method = fn.__name__
-
     @functools.wraps(fn)
     async def handler(self: Any, request: Req, context: Ctx) -> AsyncGenerator[Resp, None]:
         try:
-            caller = _caller(self.guard, method, request, context)  # before anything is sent
-            async with contextlib.aclosing(fn(self, request, context, caller)) as responses:
+            async with contextlib.aclosing(fn(self, request, context, current_identity())) as responses:
                 async for response in responses:
                     yield response
         except Exception as exc:
@@ -98,12 +85,10 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         self,
         engine: Engine,
         webhooks: Deliverer,
-        guard: Guard | None = None,
         limits: LimitSettings | None = None,
     ) -> None:
         self.engine = engine
         self.webhooks = webhooks
-        self.guard = guard or Guard.disabled()
         self.rate = RateLimiter(limits or LimitSettings())
 
     def _admit(self, caller: Identity, body_org: str) -> None:

@@ -67,6 +67,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'agentrun.db'}" if request.param == "file" else "sqlite:///:memory:"
 
 
+@pytest.fixture(params=["file", "postgres"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database that outlives one server or store (restarts, a second process): every backend but
+    the in-memory one, which ends with the store that opened it."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path / 'agentrun.db'}"
+
+
 @dataclasses.dataclass
 class Harness:
     server: RunningServer

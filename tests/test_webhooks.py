@@ -9,7 +9,6 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -24,15 +23,11 @@ from server.app import running
 from server.urlpolicy import PolicyResolver, UrlPolicy
 from server.webhooks.deliverer import WebhookSettings
 from tests.conftest import Harness, Launcher, server_settings
+from tests.waiting import until
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci10ZXN0cy0xMjM0NTY3ODkw"
 FAST = WebhookSettings(secret=SECRET, allow="127.0.0.1", backoff_s=0.05, poll_interval_s=0.05, timeout_s=2)
 D = run_pb2
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'agentrun.db'}"
 
 
 def free_port() -> int:
@@ -89,16 +84,15 @@ async def h(launch: Launcher) -> Harness:
     return await launch(webhooks=FAST)
 
 
-async def until(check: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
-
-
 async def deliveries(h: Harness, run_id: str) -> list[run_pb2.WebhookDelivery]:
     return list(
         (await h.stub.ListWebhookDeliveries(pb.ListWebhookDeliveriesRequest(run_id=run_id))).deliveries
     )
+
+
+async def state_of(h: Harness, run_id: str, state: int) -> bool:
+    """Whether the run's only delivery is in `state`."""
+    return [d.state for d in await deliveries(h, run_id)] == [state]
 
 
 async def test_each_terminal_state_is_delivered_signed(h: Harness, receiver: Receiver) -> None:
@@ -166,10 +160,9 @@ async def test_retries_until_the_receiver_takes_it(h: Harness, receiver: Receive
     run = await h.run("echo", "retry me", wait=True, webhook_url=receiver.url)
     await until(lambda: len(receiver.received) == 4)
     assert len(set(receiver.ids())) == 1  # one logical delivery
-    await asyncio.sleep(0.3)
-    assert len(receiver.received) == 4  # nothing after the 200
+    await until(lambda: state_of(h, run.id, D.WEBHOOK_DELIVERY_STATE_DELIVERED), what="DELIVERED")
+    assert len(receiver.received) == 4  # nothing after the 200 (a DELIVERED row is never claimed)
     [delivery] = await deliveries(h, run.id)
-    assert delivery.state == D.WEBHOOK_DELIVERY_STATE_DELIVERED
     assert [a.status_code for a in delivery.attempts] == [500, 500, 500, 200]
     assert delivery.attempts[0].error == "receiver answered HTTP 500" and delivery.id == receiver.ids()[0]
 
@@ -178,16 +171,16 @@ async def test_gives_up_after_the_limit_and_can_be_sent_again(launch: Launcher, 
     h = await launch(webhooks=WebhookSettings(**{**FAST.__dict__, "max_attempts": 2}))
     receiver.statuses = [503, 503]
     run = await h.run("echo", "fail me", wait=True, webhook_url=receiver.url)
-    await until(lambda: len(receiver.received) == 2)
-    await asyncio.sleep(0.3)
+    await until(lambda: state_of(h, run.id, D.WEBHOOK_DELIVERY_STATE_FAILED), what="FAILED")
     [delivery] = await deliveries(h, run.id)
     assert delivery.state == D.WEBHOOK_DELIVERY_STATE_FAILED and len(delivery.attempts) == 2
+    assert len(receiver.received) == 2
     assert (await h.get(run.id)).webhook_delivery.state == D.WEBHOOK_DELIVERY_STATE_FAILED
 
     retry = pb.RetryWebhookDeliveryRequest(run_id=run.id, delivery_id=delivery.id)
     assert (await h.stub.RetryWebhookDelivery(retry)).delivery.state == D.WEBHOOK_DELIVERY_STATE_PENDING
-    await until(lambda: len(receiver.received) == 3)
-    await asyncio.sleep(0.2)
+    await until(lambda: state_of(h, run.id, D.WEBHOOK_DELIVERY_STATE_DELIVERED), what="DELIVERED")
+    assert len(receiver.received) == 3
     [delivery] = await deliveries(h, run.id)
     assert delivery.state == D.WEBHOOK_DELIVERY_STATE_DELIVERED and len(delivery.attempts) == 3
     assert len(set(receiver.ids())) == 1
@@ -198,19 +191,24 @@ async def test_gives_up_after_the_limit_and_can_be_sent_again(launch: Launcher, 
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_a_receiver_down_across_a_restart_still_gets_it(database_url: str) -> None:
+async def test_a_receiver_down_across_a_restart_still_gets_it(durable_url: str) -> None:
     receiver = Receiver()  # not listening yet: connections are refused
-    settings = server_settings(database_url, webhooks=WebhookSettings(**{**FAST.__dict__, "backoff_s": 0.2}))
+    settings = server_settings(durable_url, webhooks=WebhookSettings(**{**FAST.__dict__, "backoff_s": 0.2}))
     async with running(settings) as server, grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = run_service_pb2_grpc.RunServiceStub(channel)
         request = pb.RunRequest(
             agent_id="echo", input=D.RunInput(message="later"), wait=True, webhook_url=receiver.url
         )
         run = (await stub.Run(request)).run
-        await asyncio.sleep(0.3)
-        listed = await stub.ListWebhookDeliveries(pb.ListWebhookDeliveriesRequest(run_id=run.id))
-        assert listed.deliveries[0].state == D.WEBHOOK_DELIVERY_STATE_PENDING
-        assert listed.deliveries[0].attempts[0].status_code == 0  # refused, recorded
+        listing = pb.ListWebhookDeliveriesRequest(run_id=run.id)
+
+        async def attempted() -> bool:
+            return bool((await stub.ListWebhookDeliveries(listing)).deliveries[0].attempts)
+
+        await until(attempted, what="the first attempt to be recorded")
+        [delivery] = (await stub.ListWebhookDeliveries(listing)).deliveries
+        assert delivery.state == D.WEBHOOK_DELIVERY_STATE_PENDING
+        assert delivery.attempts[0].status_code == 0  # refused, recorded
     await receiver.start()
     try:
         async with running(settings):
@@ -230,34 +228,36 @@ async def test_non_public_urls_are_refused_at_submission(launch: Launcher, recei
     assert (await strict.stub.ListRuns(pb.ListRunsRequest())).total_size == 0
 
 
-async def test_the_policy_is_applied_again_at_send_time(database_url: str) -> None:
+async def test_the_policy_is_applied_again_at_send_time(durable_url: str) -> None:
     """Accepted by a server that allow-lists the receiver, sent by one that does not: refused."""
     receiver = Receiver()  # not listening: the first server's attempt fails and is retried later
-    lenient = server_settings(database_url, webhooks=WebhookSettings(**{**FAST.__dict__, "backoff_s": 0.1}))
+    lenient = server_settings(durable_url, webhooks=WebhookSettings(**{**FAST.__dict__, "backoff_s": 0.1}))
     async with running(lenient) as server, grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = run_service_pb2_grpc.RunServiceStub(channel)
         request = pb.RunRequest(
             agent_id="echo", input=D.RunInput(message="x"), wait=True, webhook_url=receiver.url
         )
         run = (await stub.Run(request)).run
-        await asyncio.sleep(0.2)
+        listing = pb.ListWebhookDeliveriesRequest(run_id=run.id)
+
+        async def attempted() -> bool:
+            return bool((await stub.ListWebhookDeliveries(listing)).deliveries[0].attempts)
+
+        await until(attempted, what="the lenient server's attempt to be recorded")
     await receiver.start()
     try:
-        strict = server_settings(database_url, webhooks=WebhookSettings(backoff_s=0.05, poll_interval_s=0.05))
+        strict = server_settings(durable_url, webhooks=WebhookSettings(backoff_s=0.05, poll_interval_s=0.05))
         async with (
             running(strict) as server,
             grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
         ):
             stub = run_service_pb2_grpc.RunServiceStub(channel)
-            listing = pb.ListWebhookDeliveriesRequest(run_id=run.id)
 
             async def refused() -> bool:
                 [d] = (await stub.ListWebhookDeliveries(listing)).deliveries
                 return any(a.error.startswith("refused: URL points to a non-public") for a in d.attempts)
 
-            async with asyncio.timeout(10):
-                while not await refused():
-                    await asyncio.sleep(0.05)
+            await until(refused, what="the strict server to refuse the URL")
         assert receiver.received == []
     finally:
         await receiver.stop()

@@ -19,8 +19,7 @@ from common.limits import MAX_SKIP
 from common.shapes import JOB_STATUS, TERMINAL, iso
 from gateway import codec, keys, sse
 from gateway.errors import ApiError
-from gateway.families import b_docs
-from gateway.families import b_shapes as shapes
+from gateway.families import b_docs, b_requests, b_responses, b_stream
 from gateway.upstream import Upstream
 
 Json = dict[str, Any]
@@ -74,7 +73,7 @@ def render(error: ApiError) -> web.Response:
     if isinstance(error, JobError):
         return web.json_response(error.body, status=error.status, headers=error.headers)
     if error.violations:  # only submit bodies carry fields; their values are mapped in _submit_error
-        items = [shapes.value_error(_loc(v.field), v.description, None) for v in error.violations]
+        items = [b_requests.value_error(_loc(v.field), v.description, None) for v in error.violations]
         return web.json_response({"detail": items}, status=422)
     if error.status == 401:  # B.6: the jobs server's own auth answer
         return web.json_response({"error": "Unauthorized"}, status=401, headers=error.headers)
@@ -103,10 +102,10 @@ async def submit(request: web.Request) -> web.Response:
     body = await _read_body(request)
     header_key = request.headers.get("Idempotency-Key", "").strip()
     try:
-        message = shapes.submit_request(body, header_key, request.app[keys.SETTINGS].family_b_agent)
-    except shapes.InvalidBody as exc:
+        message = b_requests.submit_request(body, header_key, request.app[keys.SETTINGS].family_b_agent)
+    except b_requests.InvalidBody as exc:
         raise _unprocessable(exc.items) from None
-    except shapes.Unsupported as exc:
+    except b_requests.Unsupported as exc:
         raise _error(400, str(exc), grpc.StatusCode.INVALID_ARGUMENT) from None
     up = _up(request)
     try:
@@ -115,7 +114,7 @@ async def submit(request: web.Request) -> web.Response:
         raise await _submit_error(request, exc, body) from None
     poll_url = f"{_base_url(request)}{PREFIX}/{run.id}"
     headers = {"Location": poll_url, "Retry-After": "2"}
-    return web.json_response(shapes.job_submitted(run, poll_url), status=202, headers=headers)
+    return web.json_response(b_responses.job_submitted(run, poll_url), status=202, headers=headers)
 
 
 async def _read_body(request: web.Request) -> Any:
@@ -133,7 +132,7 @@ async def _read_body(request: web.Request) -> Any:
     except ValueError:
         pass
     raise _unprocessable(
-        [shapes.item("json_invalid", ["body", position], "JSON decode error", {}, {"error": problem})]
+        [b_requests.item("json_invalid", ["body", position], "JSON decode error", {}, {"error": problem})]
     )
 
 
@@ -157,7 +156,7 @@ async def _submit_error(request: web.Request, error: ApiError, body: Any) -> Api
         for violation in error.violations:
             location = _location(violation.field)
             value = _value_at(body, location)
-            items.append(shapes.value_error(["body", *location], violation.description, value))
+            items.append(b_requests.value_error(["body", *location], violation.description, value))
         return _unprocessable(items)
     if error.reason == "AGENT_NOT_FOUND":
         agent = error.metadata.get("agent_id", "")
@@ -184,24 +183,24 @@ async def _get(request: web.Request, job_id: str) -> run_pb2.Run:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(shapes.job_status(await _get(request, _job_id(request))))
+    return web.json_response(b_responses.job_status(await _get(request, _job_id(request))))
 
 
 async def result(request: web.Request) -> web.Response:
     run = await _get(request, _job_id(request))
     if run.state not in TERMINAL:
         raise _error(409, f"Job is not complete. Current status: {JOB_STATUS[run.state]}")
-    return web.json_response(shapes.job_result_response(run))
+    return web.json_response(b_responses.job_result_response(run))
 
 
 async def cancel(request: web.Request) -> web.Response:
     run = await _get(request, _job_id(request))
     if run.state not in TERMINAL:
         up = _up(request)
-        message = pb.CancelRunRequest(run_id=run.id, reason=shapes.CANCEL_MESSAGE)
+        message = pb.CancelRunRequest(run_id=run.id, reason=b_responses.CANCEL_MESSAGE)
         run = (await up.call(up.runs.CancelRun, message, request)).run
         if run.state == run_pb2.RUN_STATE_CANCELLED:
-            return web.json_response({**shapes.job_status(run), "cancelled_at": iso(run.complete_time)})
+            return web.json_response({**b_responses.job_status(run), "cancelled_at": iso(run.complete_time)})
     # Finished before (or while) we asked: CancelRun leaves finished runs as they are.
     raise _error(409, f"Job is already complete. Status: {JOB_STATUS[run.state]}")
 
@@ -222,7 +221,7 @@ async def delete(request: web.Request) -> web.Response:
 async def stream(request: web.Request) -> web.StreamResponse:
     run = await _get(request, _job_id(request))  # unknown job: 404 before the stream opens
     after = sse.resume_after(request) or 0
-    job = shapes.JobStream(run, request.app[keys.SETTINGS].sse_heartbeat_s)
+    job = b_stream.JobStream(run, request.app[keys.SETTINGS].sse_heartbeat_s)
     if after:  # the status, progress and answer so far, for what is still to come
         job.seed(await _events(request, run.id, after))
 
@@ -239,8 +238,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return await sse.stream_run(request, pb.StreamRunRequest(run_id=run.id), fmt)
 
 
-def _frames(named: list[shapes.Named]) -> list[sse.Frame]:
-    return [sse.Frame(codec.dumps(shapes.envelope(name, payload)), event=name) for name, payload in named]
+def _frames(named: list[b_stream.Named]) -> list[sse.Frame]:
+    return [sse.Frame(codec.dumps(b_stream.envelope(name, payload)), event=name) for name, payload in named]
 
 
 async def _events(request: web.Request, run_id: str, upto: int) -> list[run_pb2.RunEvent]:
@@ -267,23 +266,23 @@ async def list_jobs(request: web.Request) -> web.Response:
     if errors:
         raise _unprocessable(errors)
     wanted = query.get("status") or ""
-    state = shapes.STATUS_ALIASES.get(wanted, wanted)
-    if state and state not in shapes.STATES:
-        valid = list(shapes.STATUSES)
+    state = b_requests.STATUS_ALIASES.get(wanted, wanted)
+    if state and state not in b_requests.STATES:
+        valid = list(b_requests.STATUSES)
         raise _error(
             400, f"Invalid status: {wanted}. Valid values: {valid}", grpc.StatusCode.INVALID_ARGUMENT
         )
     skip = (page - 1) * page_size
     message = pb.ListRunsRequest(
         session_id=query.get("session_id") or "",
-        states=shapes.STATES[state] if state else (),
+        states=b_requests.STATES[state] if state else (),
         page_size=page_size if skip <= MAX_SKIP else 1,
         skip=skip if skip <= MAX_SKIP else 0,  # past what the store pages through: an empty page
     )
     up = _up(request)
     response = await up.call(up.runs.ListRuns, message, request)
     runs = response.runs if skip <= MAX_SKIP else []
-    return web.json_response(shapes.job_list(runs, response.total_size, page, page_size))
+    return web.json_response(b_responses.job_list(runs, response.total_size, page, page_size))
 
 
 def _query_int(
@@ -297,14 +296,14 @@ def _query_int(
         value = int(raw.strip())
     except ValueError:
         msg = "Input should be a valid integer, unable to parse string as an integer"
-        errors.append(shapes.item("int_parsing", loc, msg, raw))
+        errors.append(b_requests.item("int_parsing", loc, msg, raw))
         return default
     if value < low:
         msg = f"Input should be greater than or equal to {low}"
-        errors.append(shapes.item("greater_than_equal", loc, msg, raw, {"ge": low}))
+        errors.append(b_requests.item("greater_than_equal", loc, msg, raw, {"ge": low}))
     elif high is not None and value > high:
         msg = f"Input should be less than or equal to {high}"
-        errors.append(shapes.item("less_than_equal", loc, msg, raw, {"le": high}))
+        errors.append(b_requests.item("less_than_equal", loc, msg, raw, {"le": high}))
     return value
 
 
@@ -315,7 +314,7 @@ async def _counts(
     up = _up(request)
 
     async def count(name: str) -> int:
-        message = pb.ListRunsRequest(states=shapes.STATES[name], page_size=1)
+        message = pb.ListRunsRequest(states=b_requests.STATES[name], page_size=1)
         return int((await up.call(up.runs.ListRuns, message, request, timeout=timeout)).total_size)
 
     totals = await asyncio.gather(*(count(name) for name in statuses))
@@ -337,7 +336,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    counts = await _counts(request, shapes.STATUSES)
+    counts = await _counts(request, b_requests.STATUSES)
     total = sum(counts.values())
     store = {"backend": "agentrun", "total_jobs": total, "by_status": counts}
     body = {"total_jobs": total, "by_status": counts, "executor": _executor(counts), "store": store}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import openapi
-from gateway.families import b_shapes as shapes
+from gateway.families import b_requests
 
 Json = dict[str, Any]
 
@@ -29,7 +29,7 @@ def operations(schemas: openapi.Schemas, prefix: str) -> dict[tuple[str, str], o
         steps_total={"type": ["integer", "null"]},
     )
     times = {"created_at": _TIME, "started_at": _TIME, "completed_at": _TIME}
-    state = {"enum": list(shapes.STATUSES)}
+    state = {"enum": list(b_requests.STATUSES)}
     job = schemas.add(
         "b.JobStatusResponse",
         _object(
@@ -59,7 +59,7 @@ def operations(schemas: openapi.Schemas, prefix: str) -> dict[tuple[str, str], o
             framework=_OPT_STR,
             config={"type": ["object", "null"]},
             webhook_url=_OPT_STR,
-            timeout={"type": ["integer", "null"], "default": shapes.DEFAULT_TIMEOUT_S},
+            timeout={"type": ["integer", "null"], "default": b_requests.DEFAULT_TIMEOUT_S},
             session_id=_OPT_STR,
             idempotency_key=_OPT_STR,
             idempotency_scope=_OPT_STR,
@@ -113,7 +113,7 @@ def operations(schemas: openapi.Schemas, prefix: str) -> dict[tuple[str, str], o
     )
     path_id = [openapi.parameter("job_id", "path", _STR)]
     query = [
-        openapi.parameter("status", "query", {"enum": [*shapes.STATUSES, "pending"]}),
+        openapi.parameter("status", "query", {"enum": [*b_requests.STATUSES, "pending"]}),
         openapi.parameter("session_id", "query", _STR),
         openapi.parameter("page", "query", {"type": "integer", "minimum": 1, "default": 1}),
         openapi.parameter(

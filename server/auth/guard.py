@@ -1,5 +1,6 @@
-"""The checks every RunService RPC passes before its handler runs (called from the decorators in
-server/service.py): who is calling, from gRPC metadata, and whether its role allows the call."""
+"""The checks every call passes before its handler runs: who is calling, from gRPC metadata, and
+whether its role allows a RunService call. Their only caller is AuthInterceptor
+(server/auth/interceptor.py), the grpc.aio server interceptor in front of every RPC."""
 
 from __future__ import annotations
 
@@ -60,10 +61,6 @@ class Guard:
             return "off (loopback only): requests name their own org"
         jwt = f", JWT {self._jwt.algorithm}" if self._jwt is not None else ""
         return f"on: {len(self._keys)} API keys{jwt}"
-
-    @classmethod
-    def disabled(cls) -> Guard:
-        return cls(AuthSettings())
 
     def authenticate(self, metadata: Metadata) -> Identity:
         if not self.enabled:

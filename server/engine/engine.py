@@ -1,5 +1,6 @@
-"""The run engine: admission, the durable queue (claim, lease renewal, sweeper), cancel,
-continue, waiting and event streams. Every state change is a conditional write in the store."""
+"""The run engine: admission, reads and waiting, event streams, cancel, continue and delete. The
+worker side of the durable queue (claim, lease renewal, sweeper) is server.engine.queue's
+Dispatcher, which the engine owns. Every state change is a conditional write in the store."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,13 +18,14 @@ from server.agents.base import Agent
 from server.agents.registry import AgentRegistry
 from server.auth.limits import LimitSettings, queue_full
 from server.engine.hub import Hub, Subscription
-from server.engine.runner import Runner
+from server.engine.queue import Dispatcher
+from server.engine.queue import EngineSettings as EngineSettings  # re-exported: settings, tests
 from server.engine.streams import follow
+from server.store.contract import Store
 from server.store.quota import QueueFull
 from server.store.records import (
     CANCELLED,
     ERROR,
-    FAILED,
     PAUSED,
     QUEUED,
     RUNNING,
@@ -32,19 +34,8 @@ from server.store.records import (
     Outcome,
     RunRecord,
 )
-from server.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    workers: int = 64  # runs executing at once in this process
-    lease_s: float = 30.0  # a worker that stops renewing loses its runs after this long
-    sweep_interval_s: float = 5.0  # how often expired leases and deadlines are checked
-    poll_interval_s: float = 0.5  # how often the queue is polled for runs submitted elsewhere
-    default_timeout_s: float = 3600.0
-    cancel_grace_s: float = 5.0  # how long a cancelled agent gets to stop before it is abandoned
 
 
 @dataclass(frozen=True)
@@ -63,9 +54,12 @@ class Submission:
 
 
 class Engine:
+    """Runs as the API sees them: admits them, reads and follows them, cancels, continues and
+    deletes them. Executing them is the dispatcher's (self._dispatcher)."""
+
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         hub: Hub,
         agents: AgentRegistry,
         settings: EngineSettings,
@@ -77,45 +71,25 @@ class Engine:
         self.settings = settings
         self.limits = limits or LimitSettings()
         self.owner = uuid.uuid4().hex
-        self._runners: dict[str, tuple[Runner, asyncio.Task[Any]]] = {}
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._chores: set[asyncio.Task[None]] = set()
-        self._accepting = True
+        self._dispatcher = Dispatcher(store, agents, settings, self.limits, self.owner)
         self._poll_s = settings.poll_interval_s
-        # True when the last claim may have left runs in the queue: a finished run then wakes the
-        # dispatcher at once instead of at the next poll.
-        self._backlog = False
-        # Worker slots promised to submissions that start their run themselves (see submit) and to
-        # the claim in flight, which may fill every free slot.
-        self._reserved = 0
-        # Set while a claim holds its reservation; cleared when the claimed runs have their slots.
-        self._claim_done: asyncio.Event | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        loops: list[Coroutine[Any, Any, None]] = [self._dispatch(), self._renew(), self._sweep()]
-        self._tasks = [asyncio.create_task(c) for c in loops]
+        self._dispatcher.start()
 
     def wake(self) -> None:
         """Runs were queued elsewhere (another replica): claim now rather than at the next poll."""
-        self._wake.set()
+        self._dispatcher.wake()
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop claiming, give running runs `grace_s` to finish, then release the rest to the queue."""
-        self._accepting = False
-        if self._runners and grace_s > 0:
-            await asyncio.wait([t for _, t in self._runners.values()], timeout=grace_s)
-        for runner, task in list(self._runners.values()):
-            if not runner.finalizing:
-                runner.stop_reason = "release"
-                task.cancel()
-        if self._runners:
-            await asyncio.wait([t for _, t in self._runners.values()], timeout=self.settings.cancel_grace_s)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._dispatcher.shutdown(grace_s)
+
+    async def sweep_once(self) -> None:
+        """Fail overdue runs no local worker executes, and runs whose worker was lost."""
+        await self._dispatcher.sweep_once()
 
     # ---- admission ----------------------------------------------------------------------
 
@@ -125,11 +99,33 @@ class Engine:
         callers that wait for the outcome anyway, a run this process has room for is stored already
         leased to it and starts at once, without a trip through the queue."""
         agent = self.agent(sub.agent_id)
+        new = self._new_run(sub, run_id)
+        async with self._dispatcher.reserve(start) as lease:
+            try:
+                run, created = await self.store.create_run(
+                    new, lease, max_running=self.limits.max_running, max_queued=self.limits.max_queued
+                )
+            except QueueFull:
+                raise queue_full(new.org_id, self.limits.max_queued) from None
+        if not created and run.request_hash != new.request_hash:
+            raise AlreadyExists(
+                "idempotency key already used for a different request",
+                reason="IDEMPOTENCY_KEY_REUSED",
+                metadata={"run_id": run.id, "idempotency_key": sub.idempotency_key},
+            )
+        if created and run.state == RUNNING:
+            self._dispatcher.launch(run, agent)
+        elif created:
+            self._dispatcher.wake()
+        return run, created
+
+    def _new_run(self, sub: Submission, run_id: str) -> NewRun:
+        """The submission as a run to store, once its model options check out."""
         options = sub.input.get("options", {})
         problems = self.agents.check(sub.agent_id, options.get("model", ""), options.get("provider", ""))
         if problems:
             raise InvalidArgument.fields(problems)
-        new = NewRun(
+        return NewRun(
             id=run_id or str(uuid.uuid4()),
             agent_id=sub.agent_id,
             org_id=sub.org_id,
@@ -143,39 +139,6 @@ class Engine:
             webhook_format=sub.webhook_format or None,
             extras=sub.extras,
         )
-        lease = await self._take_slot() if start else None
-        try:
-            run, created = await self.store.create_run(
-                new, lease, max_running=self.limits.max_running, max_queued=self.limits.max_queued
-            )
-        except QueueFull:
-            raise queue_full(new.org_id, self.limits.max_queued) from None
-        finally:
-            if lease is not None:
-                self._reserved -= 1
-        if not created and run.request_hash != new.request_hash:
-            raise AlreadyExists(
-                "idempotency key already used for a different request",
-                reason="IDEMPOTENCY_KEY_REUSED",
-                metadata={"run_id": run.id, "idempotency_key": sub.idempotency_key},
-            )
-        if created and run.state == RUNNING:
-            self._start(run, agent)
-        elif created:
-            self._wake.set()
-        return run, created
-
-    async def _take_slot(self) -> tuple[str, float] | None:
-        """A worker slot for a run that starts at once, or None to go through the queue. A claim in
-        flight reserves every free slot though it may fill none: wait for it rather than queue."""
-        while self._accepting:
-            if len(self._runners) + self._reserved < self.settings.workers:
-                self._reserved += 1
-                return self.owner, self.settings.lease_s
-            if self._claim_done is None:
-                return None
-            await self._claim_done.wait()
-        return None
 
     # ---- reads and waiting --------------------------------------------------------------
 
@@ -271,18 +234,14 @@ class Engine:
         return run
 
     async def _cancel_running(self, run: RunRecord, outcome: Outcome) -> None:
-        local = self._runners.get(run.id)
-        if local is None:
+        task = self._dispatcher.stop(run.id, outcome.error_message or "")
+        if task is None:
             # Another process holds the lease: flag it; that worker sees the flag when it renews.
             await self.store.request_cancel(run.id)
             await self._wait_until(
                 run, lambda r: r.state != RUNNING, self.settings.lease_s + self.settings.sweep_interval_s
             )
             return
-        runner, task = local
-        if not runner.finalizing and runner.stop_reason is None:
-            runner.stop_reason, runner.stop_message = "cancel", outcome.error_message or ""
-            task.cancel()
         finished, _ = await asyncio.wait([task], timeout=self.settings.cancel_grace_s)
         if not finished:
             log.warning(
@@ -319,7 +278,7 @@ class Engine:
         if run.state == PAUSED:
             decided = await self.store.decide(run.id, call_id, decision)
             if decided is not None:
-                self._wake.set()
+                self._dispatcher.wake()
                 return decided
             run = await self.get(run.id)
         for past in run.decisions or []:
@@ -345,110 +304,3 @@ class Engine:
                 reason="RUN_NOT_FINISHED",
                 metadata={"run_id": run.id, "state": run.state},
             )
-
-    # ---- background loops ---------------------------------------------------------------
-
-    async def _dispatch(self) -> None:
-        while True:
-            self._wake.clear()
-            free = self.settings.workers - len(self._runners) - self._reserved if self._accepting else 0
-            claimed: list[RunRecord] = []
-            waiting = False
-            if free > 0:
-                self._reserved += free  # a submission must not take a slot this claim may fill
-                self._claim_done = done = asyncio.Event()
-                try:
-                    claimed, waiting = await self.store.claim(
-                        self.owner, free, self.settings.lease_s, self.limits.max_running
-                    )
-                except Exception:
-                    log.exception("claiming runs failed")
-                finally:
-                    # No await until the claimed runs hold their slots and the rest are free again.
-                    self._reserved -= free
-                    for run in claimed:
-                        self._launch(run)
-                    self._claim_done = None
-                    done.set()
-            # With a backlog (or runs waiting for their session) a finishing run wakes this loop.
-            self._backlog = free <= 0 or len(claimed) == free or waiting
-            if free > 0 and len(claimed) == free:
-                continue
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races a wake-up.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.poll_interval_s):
-                    await self._wake.wait()
-
-    def _launch(self, run: RunRecord) -> None:
-        agent = self.agents.get(run.agent_id)
-        if agent is None:  # queued by a server with another agents.yaml
-            message = f"agent {run.agent_id!r} is not configured here"
-            failing = asyncio.create_task(self._fail_claimed(run, "AGENT_NOT_FOUND", message))
-            self._chores.add(failing)  # a reference, so the task is not collected mid-way
-            failing.add_done_callback(self._chores.discard)
-            return
-        self._start(run, agent)
-
-    def _start(self, run: RunRecord, agent: Agent) -> None:
-        runner = Runner(self.store, self.owner, agent, run)
-        task = asyncio.create_task(self._execute(runner), name=f"run-{run.id}")
-        self._runners[run.id] = (runner, task)
-
-    async def _execute(self, runner: Runner) -> None:
-        try:
-            await runner.execute()
-        except Exception:
-            log.exception("run %s: runner crashed", runner.run.id)
-            await self._fail_claimed(runner.run, "INTERNAL", "the run failed inside the server")
-        finally:
-            self._runners.pop(runner.run.id, None)
-            if self._backlog:
-                self._wake.set()
-
-    async def _fail_claimed(self, run: RunRecord, reason: str, message: str) -> None:
-        outcome = _failure(reason, message)
-        await self.store.transition(run.id, outcome, states=[RUNNING], owner=self.owner)
-
-    async def _renew(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.lease_s / 3)
-            try:
-                for run_id in await self.store.renew(self.owner, self.settings.lease_s):
-                    local = self._runners.get(run_id)
-                    if local is not None and local[0].stop_reason is None and not local[0].finalizing:
-                        local[0].stop_reason = "cancel"
-                        local[1].cancel()
-            except Exception:
-                log.exception("renewing leases failed")
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval_s)
-            try:
-                await self.sweep_once()
-            except Exception:
-                log.exception("sweeping failed")
-
-    async def sweep_once(self) -> None:
-        """Fail runs past their deadline that no local worker is executing, and runs whose worker
-        stopped renewing its lease (WORKER_LOST)."""
-        now = time.time()
-        for run in await self.store.overdue(now):
-            if run.id in self._runners:
-                continue  # its own timeout ends it
-            if run.state == RUNNING and run.lease_expires_at is not None and run.lease_expires_at < now:
-                outcome = _failure("WORKER_LOST", "the worker executing the run stopped responding")
-                await self.store.transition(run.id, outcome, states=[RUNNING], lease_before=now)
-            elif run.deadline < now and run.state in (QUEUED, PAUSED):
-                outcome = _failure("DEADLINE_EXCEEDED", f"run exceeded its timeout of {run.timeout_s:g}s")
-                await self.store.transition(run.id, outcome, states=[QUEUED, PAUSED], deadline_before=now)
-
-
-def _failure(reason: str, message: str) -> Outcome:
-    return Outcome(
-        FAILED,
-        ERROR,
-        {"reason": reason, "message": message},
-        error_reason=reason,
-        error_message=message,
-    )

@@ -26,6 +26,7 @@ from server.agents.base import (
     ToolStart,
 )
 from server.engine.inputs import run_input_from_dict
+from server.store.contract import Store
 from server.store.records import (
     CANCELLED,
     COMPLETED,
@@ -45,7 +46,6 @@ from server.store.records import (
     Outcome,
     RunRecord,
 )
-from server.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Transcript:
 
 
 class Runner:
-    def __init__(self, store: SqlStore, owner: str, agent: Agent, run: RunRecord) -> None:
+    def __init__(self, store: Store, owner: str, agent: Agent, run: RunRecord) -> None:
         self.store = store
         self.owner = owner
         self.agent = agent

@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from server.engine.hub import Subscription
+from server.store.contract import Store
 from server.store.records import PAUSED, PAUSED_EVENT, TERMINAL, EventRecord
-from server.store.sql import SqlStore
 
 PAGE = 500
 
 
 async def follow(
-    store: SqlStore, live: Subscription, after_seq: int, *, poll_s: float, replay: bool = True
+    store: Store, live: Subscription, after_seq: int, *, poll_s: float, replay: bool = True
 ) -> AsyncGenerator[EventRecord, None]:
     """Yield the run's events with seq > after_seq until a STOP/ERROR event, or a PAUSED event that
     is the latest one (the stream of a paused run ends; re-attach after Continue). `live` must have

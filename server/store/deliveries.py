@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 D = WEBHOOK_DELIVERY
 Fetch = Callable[..., Awaitable[list[Sequence[Row[Any]]]]]
 
+# Picked once, in a CTE: as a plain `IN (subquery)` PostgreSQL may run it again for each row it
+# scans, skipping the rows already taken each time, and lease more than `lim` rows.
 _due = (
     select(D.c.id)
     .where(
@@ -32,11 +34,12 @@ _due = (
     .order_by(D.c.next_attempt_at)
     .limit(bindparam("lim"))
     .with_for_update(skip_locked=True)
-    .scalar_subquery()
+    .cte("due")
+    .prefix_with("MATERIALIZED", dialect="postgresql")
 )
 CLAIM_DUE = (
     update(D)
-    .where(D.c.id.in_(_due), D.c.state == PENDING)
+    .where(D.c.id.in_(select(_due.c.id)), D.c.state == PENDING)
     .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("until"))
     .returning(*D.c)
 )

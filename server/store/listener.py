@@ -13,10 +13,12 @@ from typing import Any
 import asyncpg
 
 from server import tasks
-from server.store.writer import EVENTS_CHANNEL, QUEUE_CHANNEL
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
+# What replicas announce at commit (server/store/postgres.py): committed events of a run, and newly
+# queued runs.
+EVENTS_CHANNEL, QUEUE_CHANNEL = "agentrun_events", "agentrun_queue"
 
 
 class Listener:

@@ -2,34 +2,29 @@
 cap (their runs wait, everyone else's are claimed), the "start at once" check of a submission, and
 the queued-runs limit. Only used when a cap is set; without one the plain statements run.
 
-On SQLite the single writer makes the counts exact. On PostgreSQL replicas claim concurrently, so a
-capped claim or start first takes a transaction-scoped advisory lock; a replica that cannot get it
-at once does not wait (no lock-order deadlocks with its other writes): it claims nothing this round
-or queues the run instead of starting it, and the holder's work goes on."""
+Counting is exact only while one transaction at a time counts: the backend's `serialized(conn)`
+says whether this one may (always on SQLite, with its single writer; on PostgreSQL, where replicas
+claim concurrently, when a transaction-scoped advisory lock is free). A transaction that may not
+does not wait (no lock-order deadlocks with its other writes): it claims nothing this round or
+queues the run instead of starting it, and the other's work goes on."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Row, text
+from sqlalchemy import Connection, Row
 
 from server.store import statements as st
 
 # Enough rounds for a few orgs with more queued runs than headroom in one window; each round claims
 # at least one run or ends the claim.
 MAX_ROUNDS = 8
-_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(7352861)")
+Serialized = Callable[[Connection], bool]
 
 
 class QueueFull(Exception):
     """The org already has its limit of queued runs (the submission stored nothing)."""
-
-
-def serialized(conn: Connection) -> bool:
-    """Whether this transaction may count and claim capped runs now (always on SQLite)."""
-    if conn.dialect.name != "postgresql":
-        return True
-    return bool(conn.execute(_TRY_LOCK).scalar())
 
 
 def running_by_org(conn: Connection) -> dict[str, int]:
@@ -57,7 +52,7 @@ def claim(conn: Connection, params: dict[str, Any], cap: int) -> list[Row[Any]]:
     return claimed
 
 
-def may_start(conn: Connection, org_id: str, cap: int) -> bool:
+def may_start(conn: Connection, org_id: str, cap: int, serialized: Serialized) -> bool:
     """A new run of `org_id` may skip the queue: the org is below its cap and no queued run of an org
     with room is waiting (runs of orgs at their cap wait anyway; they do not hold others back)."""
     if cap <= 0:

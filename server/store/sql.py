@@ -1,5 +1,6 @@
-"""The store: every SQL statement the service runs. Dialect-neutral SQLAlchemy Core; writes go
-through the group-committing Writer, reads through a pool of reader connections."""
+"""The store (the contract in server/store/contract.py) in SQL: dialect-neutral SQLAlchemy Core on a
+Backend (server/store/dialect.py) that owns what differs between engines. Writes go through the
+group-committing Writer, reads through a pool of reader connections."""
 
 from __future__ import annotations
 
@@ -8,17 +9,14 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Executable, and_, delete, or_, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.store import dialect, quota
 from server.store import statements as st
 from server.store.deliveries import DeliveryStore, Outbox
-from server.store.listener import Listener
-from server.store.migrations import migrate, migrate_async
 from server.store.reads import RunReads
 from server.store.reads import run_from_row as _record
 from server.store.records import (
@@ -36,55 +34,43 @@ from server.store.records import (
 from server.store.tables import RUN, RUN_EVENT, SESSION, WEBHOOK_DELIVERY
 from server.store.writer import Tx, Writer
 
-Publish = Callable[[list[EventRecord]], None]
+if TYPE_CHECKING:
+    from server.store.contract import Publish
 
 
 class SqlStore(RunReads):
-    def __init__(self, engines: dialect.Engines, publish: Publish, outbox: Outbox | None = None) -> None:
-        self._engines = engines
+    def __init__(self, backend: dialect.Backend, publish: Publish, outbox: Outbox | None = None) -> None:
+        self._backend = backend
         self.origin = uuid.uuid4().hex[:12]  # tells this replica's notifications from the others'
-        self._writer = Writer(engines.write, publish, origin=self.origin)
+        self._writer = Writer(backend, publish, origin=self.origin)
         self._outbox = outbox or Outbox()
         self.deliveries = DeliveryStore(self._writer, self._fetch)
-        write = engines.write
-        self._insert_run_ignore = dialect.insert_ignore(RUN, write, ["org_id", "idempotency_key"]).returning(
-            *RUN.c
-        )
-        self._session_upsert = dialect.upsert_counter(SESSION, write, "run_count", ["updated_at"])
+        self._insert_run_ignore = dialect.insert_ignore(
+            backend, RUN, ["org_id", "idempotency_key"]
+        ).returning(*RUN.c)
+        self._session_upsert = dialect.upsert_counter(backend, SESSION, "run_count", ["updated_at"])
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, url: str, publish: Publish, outbox: Outbox | None = None) -> AsyncIterator[SqlStore]:
-        engines = dialect.create_engines(url)
+    async def open(
+        cls, backend: dialect.Backend, publish: Publish, outbox: Outbox | None = None
+    ) -> AsyncIterator[SqlStore]:
+        """Migrate the database, start the writer; on exit stop it and dispose of the backend."""
         try:
-            if isinstance(engines.write, AsyncEngine):
-                await migrate_async(engines.write)
-            else:
-                await asyncio.to_thread(migrate, engines.write)
-            store = cls(engines, publish, outbox)
+            await backend.migrate()
+            store = cls(backend, publish, outbox)
             await store._writer.start()
             try:
                 yield store
             finally:
                 await store._writer.stop()
         finally:
-            await engines.dispose()
+            await backend.dispose()
 
-    @contextlib.asynccontextmanager
-    async def listen(
+    def listen(
         self, on_events: Callable[[str], None], on_queue: Callable[[], None]
-    ) -> AsyncIterator[None]:
-        """While open, other replicas' commits wake `on_events(run_id)` and `on_queue()` (PostgreSQL;
-        a no-op on SQLite, where every process polls)."""
-        if not self._engines.postgres:
-            yield
-            return
-        listener = Listener(self._engines.url, self.origin, on_events, on_queue)
-        await listener.start()
-        try:
-            yield
-        finally:
-            await listener.stop()
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._backend.listen(self.origin, on_events, on_queue)
 
     async def _fetch(
         self, *queries: Executable | tuple[Executable, dict[str, Any]]
@@ -92,9 +78,9 @@ class SqlStore(RunReads):
         """Run read statements (optionally with parameters): on the reader pool, or on the writer's
         connection for an in-memory database (which exists only there)."""
         pairs = [q if isinstance(q, tuple) else (q, {}) for q in queries]
-        if self._engines.read is None:
+        if self._backend.read is None:
             return await self._writer.read(lambda conn: [conn.execute(s, p).all() for s, p in pairs])
-        async with self._engines.read.connect() as conn:
+        async with self._backend.read.connect() as conn:
             return [(await conn.execute(s, p)).all() for s, p in pairs]
 
     # ---- submission -------------------------------------------------------------------
@@ -137,7 +123,9 @@ class SqlStore(RunReads):
 
         def op(tx: Tx) -> tuple[RunRecord, bool] | None:
             # Runs already waiting go first: a new run skips the queue only when it is empty.
-            at_once = lease is not None and quota.may_start(tx.conn, new.org_id, max_running)
+            at_once = lease is not None and quota.may_start(
+                tx.conn, new.org_id, max_running, self._backend.serialized
+            )
             if at_once:
                 # Lock the session's row (PostgreSQL) so two replicas cannot both start a run of it.
                 tx.conn.execute(st.LOCK_SESSION, {"sid": new.session_id})
@@ -181,7 +169,7 @@ class SqlStore(RunReads):
             params = {"owner": owner, "until": now + lease_s, "now": now, "lim": limit}
             if max_running <= 0:
                 rows = tx.conn.execute(st.CLAIM, params).all()
-            elif quota.serialized(tx.conn):
+            elif self._backend.serialized(tx.conn):
                 rows = quota.claim(tx.conn, params, max_running)
             else:
                 return [], True  # another replica is claiming: try again on the next wake-up
@@ -235,7 +223,7 @@ class SqlStore(RunReads):
 
     # ---- events and state changes -------------------------------------------------------
 
-    async def append(self, run_id: str, owner: str, events: list[EventRecord]) -> Any:
+    async def append(self, run_id: str, owner: str, events: list[EventRecord]) -> asyncio.Future[bool]:
         return await self._writer.append(run_id, owner, events)
 
     async def transition(

@@ -97,13 +97,17 @@ ADVANCE = (
     .values(last_seq=bindparam("last"), updated_at=bindparam("now"))
 )
 
+# The rows to claim are picked once, in a CTE. PostgreSQL would otherwise run an `IN (SELECT ...
+# LIMIT n FOR UPDATE SKIP LOCKED)` again for each row it scans, each time skipping the rows already
+# taken, and claim every claimable run instead of n.
 _oldest_queued = (
     select(RUN.c.number)
     .where(RUN.c.state == QUEUED, _SESSION_FREE)
     .order_by(RUN.c.number)
     .limit(bindparam("lim"))
     .with_for_update(skip_locked=True)
-    .scalar_subquery()
+    .cte("oldest_queued")
+    .prefix_with("MATERIALIZED", dialect="postgresql")
 )
 _CLAIMED = {
     "state": RUNNING,
@@ -115,7 +119,7 @@ _CLAIMED = {
 }
 CLAIM = (
     update(RUN)
-    .where(RUN.c.number.in_(_oldest_queued), RUN.c.state == QUEUED)
+    .where(RUN.c.number.in_(select(_oldest_queued.c.number)), RUN.c.state == QUEUED)
     .values(**_CLAIMED)
     .returning(*RUN.c)
 )

@@ -1,8 +1,8 @@
 """The single writer: one connection commits whatever is queued in one transaction (group commit).
-On SQLite a thread owns the connection (one thread hop per batch); on PostgreSQL the batch runs on
-an asyncpg connection through SQLAlchemy's run_sync (no thread). Event appends of many runs share a
-transaction; a batch that fails is retried op by op so one bad op cannot take the others down; a
-lost connection is replaced and the batch retried."""
+The backend provides the connection (a thread's on SQLite, an asyncpg one on PostgreSQL) and tells
+other replicas what a batch committed. Event appends of many runs share a transaction; a batch that
+fails is retried op by op so one bad op cannot take the others down; a lost connection is replaced
+and the batch retried."""
 
 from __future__ import annotations
 
@@ -12,25 +12,21 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server import tasks
 from server.store import statements as st
+from server.store.dialect import Backend
 from server.store.records import EventRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BATCH = 1024
 RECONNECT_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
-# Other replicas listen on these (PostgreSQL): committed events of a run, and newly queued runs.
-EVENTS_CHANNEL, QUEUE_CHANNEL = "agentrun_events", "agentrun_queue"
-_NOTIFY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 
 
 # SQLSTATEs of a server that went away or is restarting: connection exceptions, admin/crash shutdown,
@@ -48,55 +44,6 @@ def disconnected(exc: BaseException) -> bool:
         return True
     cause = exc.orig.__cause__ if exc.orig is not None else None
     return str(getattr(cause, "sqlstate", "") or "").startswith(_GONE)
-
-
-class _ThreadDb:
-    """SQLite: a sync connection used only from one thread."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        self._conn: Connection | None = None
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    async def open(self) -> None:
-        self._conn = await self._in_thread(self._engine.connect)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._conn is not None
-        return await self._in_thread(fn, self._conn, *args)
-
-    async def close(self, final: bool = False) -> None:
-        if self._conn is not None:
-            await self._in_thread(self._conn.close)
-            self._conn = None
-        if final:
-            self._thread.shutdown(wait=True)
-
-
-class _AsyncDb:
-    """PostgreSQL: an asyncpg connection; sync SQLAlchemy code runs on it through run_sync."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._conn: AsyncConnection | None = None
-
-    async def open(self) -> None:
-        self._conn = await self._engine.connect()
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._conn is None:  # a reconnect failed earlier: try again now
-            await self.open()
-        assert self._conn is not None
-        return await self._conn.run_sync(fn, *args)
-
-    async def close(self, final: bool = False) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
 
 
 @dataclass(slots=True)
@@ -135,15 +82,14 @@ _Op = _Append | _Call
 class Writer:
     def __init__(
         self,
-        engine: Engine | AsyncEngine,
+        backend: Backend,
         on_commit: Callable[[list[EventRecord]], None],
         max_queue: int = 20_000,
         origin: str = "",
     ) -> None:
-        self._db = _AsyncDb(engine) if isinstance(engine, AsyncEngine) else _ThreadDb(engine)
-        # PostgreSQL: tell other replicas what this batch committed (`origin` marks our own).
-        self._notify = isinstance(engine, AsyncEngine)
-        self._origin = origin
+        self._backend = backend
+        self._db = backend.writer()
+        self._origin = origin  # marks this store's own announcements to other replicas
         self._on_commit = on_commit
         self._queue: asyncio.Queue[_Op] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
@@ -157,7 +103,7 @@ class Writer:
         await self._db.close(final=True)
 
     async def call(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` in the writer thread inside the next group transaction; returns once that
+        """Run `fn` on the writer's connection inside the next group transaction; returns once that
         transaction committed."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Call(fn, future))
@@ -225,8 +171,7 @@ class Writer:
             with conn.begin():
                 tx = Tx(conn)
                 results = self._run(tx, batch)
-                if self._notify:
-                    self._announce(tx)
+                self._backend.announce(conn, self._origin, tx.published, tx.queued)
                 return results, tx.published
         except Exception as exc:
             if disconnected(exc):
@@ -242,15 +187,6 @@ class Writer:
             outcomes += done
             published += events
         return outcomes, published
-
-    def _announce(self, tx: Tx) -> None:
-        """NOTIFY (delivered at commit) the runs that got events, and whether a run was queued."""
-        runs = sorted({e.run_id for e in tx.published})
-        if runs:
-            payloads = [f"{self._origin}:{run_id}" for run_id in runs]
-            tx.conn.execute(_NOTIFY, {"channel": EVENTS_CHANNEL, "payloads": payloads})
-        if tx.queued:
-            tx.conn.execute(_NOTIFY, {"channel": QUEUE_CHANNEL, "payloads": [self._origin]})
 
     def _run(self, tx: Tx, batch: list[_Op]) -> list[Any]:
         results: list[Any] = []

@@ -19,7 +19,7 @@ import aiohttp
 from standardwebhooks.webhooks import Webhook
 
 from server import tasks
-from server.store.deliveries import DeliveryStore
+from server.store.contract import Deliveries
 from server.store.records import DeliveryRecord
 from server.urlpolicy import PolicyResolver, UrlPolicy
 
@@ -55,11 +55,11 @@ class Deliverer:
         self._signer = Webhook(settings.secret) if settings.secret else None
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._store: DeliveryStore | None = None
+        self._store: Deliveries | None = None
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, store: DeliveryStore) -> None:
+    async def start(self, store: Deliveries) -> None:
         if not self._signer:
             log.warning("webhooks are sent unsigned: set --webhook-secret to sign them")
         self._store = store

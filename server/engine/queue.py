@@ -1,0 +1,248 @@
+"""The durable queue's worker side in one process: the worker slots, the runs executing in them,
+and the background loops that claim queued runs, renew this process's leases and sweep expired
+leases and deadlines. Admission, reads and cancel live in server.engine.engine, which starts runs
+it admitted already leased here through `reserve` and `launch`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from server.agents.base import Agent
+from server.agents.registry import AgentRegistry
+from server.auth.limits import LimitSettings
+from server.engine.runner import Runner
+from server.store.contract import Store
+from server.store.records import ERROR, FAILED, PAUSED, QUEUED, RUNNING, Outcome, RunRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine's settings (defined here, beside the loops that read most of them)."""
+
+    workers: int = 64  # runs executing at once in this process
+    lease_s: float = 30.0  # a worker that stops renewing loses its runs after this long
+    sweep_interval_s: float = 5.0  # how often expired leases and deadlines are checked
+    poll_interval_s: float = 0.5  # how often the queue is polled for runs submitted elsewhere
+    default_timeout_s: float = 3600.0
+    cancel_grace_s: float = 5.0  # how long a cancelled agent gets to stop before it is abandoned
+
+
+class Dispatcher:
+    """Owns this process's worker slots: the runners executing in them, the slots reserved for a
+    claim in flight or for a run about to start at once, the wake event, and the claim, renew and
+    sweep loops."""
+
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentRegistry,
+        settings: EngineSettings,
+        limits: LimitSettings,
+        owner: str,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.settings = settings
+        self.limits = limits
+        self.owner = owner
+        self._runners: dict[str, tuple[Runner, asyncio.Task[Any]]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._chores: set[asyncio.Task[None]] = set()
+        self._accepting = True
+        # True when the last claim may have left runs in the queue: a finished run then wakes the
+        # dispatcher at once instead of at the next poll.
+        self._backlog = False
+        # Worker slots promised to submissions that start their run themselves (see reserve) and to
+        # the claim in flight, which may fill every free slot.
+        self._reserved = 0
+        # Set while a claim holds its reservation; cleared when the claimed runs have their slots.
+        self._claim_done: asyncio.Event | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        loops: list[Coroutine[Any, Any, None]] = [self._dispatch(), self._renew(), self._sweep()]
+        self._tasks = [asyncio.create_task(c) for c in loops]
+
+    def wake(self) -> None:
+        """Runs were queued (here or elsewhere): claim now rather than at the next poll."""
+        self._wake.set()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop claiming, give running runs `grace_s` to finish, then release the rest to the queue."""
+        self._accepting = False
+        if self._runners and grace_s > 0:
+            await asyncio.wait([t for _, t in self._runners.values()], timeout=grace_s)
+        for runner, task in list(self._runners.values()):
+            if not runner.finalizing:
+                runner.stop_reason = "release"
+                task.cancel()
+        if self._runners:
+            await asyncio.wait([t for _, t in self._runners.values()], timeout=self.settings.cancel_grace_s)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- runs started at once -----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, start: bool) -> AsyncIterator[tuple[str, float] | None]:
+        """With `start`, hold a worker slot for a run stored already leased to this process: yields
+        the lease (owner, seconds) to store the run with, or None to send it through the queue.
+        The slot is held until the block ends; `launch` the run right after, with no await between."""
+        lease = await self._take_slot() if start else None
+        try:
+            yield lease
+        finally:
+            if lease is not None:
+                self._reserved -= 1
+
+    async def _take_slot(self) -> tuple[str, float] | None:
+        """A worker slot for a run that starts at once, or None to go through the queue. A claim in
+        flight reserves every free slot though it may fill none: wait for it rather than queue."""
+        while self._accepting:
+            if len(self._runners) + self._reserved < self.settings.workers:
+                self._reserved += 1
+                return self.owner, self.settings.lease_s
+            if self._claim_done is None:
+                return None
+            await self._claim_done.wait()
+        return None
+
+    def launch(self, run: RunRecord, agent: Agent) -> None:
+        """Execute a run this process holds the lease of, in a worker slot."""
+        runner = Runner(self.store, self.owner, agent, run)
+        task = asyncio.create_task(self._execute(runner), name=f"run-{run.id}")
+        self._runners[run.id] = (runner, task)
+
+    def stop(self, run_id: str, message: str = "") -> asyncio.Task[Any] | None:
+        """Cancel the run if it executes here (unless it is already stopping or finishing): its task,
+        to wait for, or None when no local worker executes it."""
+        local = self._runners.get(run_id)
+        if local is None:
+            return None
+        runner, task = local
+        if not runner.finalizing and runner.stop_reason is None:
+            runner.stop_reason, runner.stop_message = "cancel", message
+            task.cancel()
+        return task
+
+    # ---- claiming -----------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._wake.clear()
+            free = self.settings.workers - len(self._runners) - self._reserved if self._accepting else 0
+            claimed: list[RunRecord] = []
+            waiting = False
+            if free > 0:
+                claimed, waiting = await self._claim(free)
+            # With a backlog (or runs waiting for their session) a finishing run wakes this loop.
+            self._backlog = free <= 0 or len(claimed) == free or waiting
+            if free > 0 and len(claimed) == free:
+                continue
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races a wake-up.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.poll_interval_s):
+                    await self._wake.wait()
+
+    async def _claim(self, free: int) -> tuple[list[RunRecord], bool]:
+        """Claim up to `free` queued runs and launch them; also whether runs wait for their session.
+        The free slots stay reserved while the claim is in flight: a submission must not take a slot
+        this claim may fill (it waits for `_claim_done` instead)."""
+        claimed: list[RunRecord] = []
+        waiting = False
+        self._reserved += free
+        self._claim_done = done = asyncio.Event()
+        try:
+            claimed, waiting = await self.store.claim(
+                self.owner, free, self.settings.lease_s, self.limits.max_running
+            )
+        except Exception:
+            log.exception("claiming runs failed")
+        finally:
+            # No await until the claimed runs hold their slots and the rest are free again.
+            self._reserved -= free
+            for run in claimed:
+                self._launch_claimed(run)
+            self._claim_done = None
+            done.set()
+        return claimed, waiting
+
+    def _launch_claimed(self, run: RunRecord) -> None:
+        agent = self.agents.get(run.agent_id)
+        if agent is None:  # queued by a server with another agents.yaml
+            message = f"agent {run.agent_id!r} is not configured here"
+            failing = asyncio.create_task(self._fail_claimed(run, "AGENT_NOT_FOUND", message))
+            self._chores.add(failing)  # a reference, so the task is not collected mid-way
+            failing.add_done_callback(self._chores.discard)
+            return
+        self.launch(run, agent)
+
+    async def _execute(self, runner: Runner) -> None:
+        try:
+            await runner.execute()
+        except Exception:
+            log.exception("run %s: runner crashed", runner.run.id)
+            await self._fail_claimed(runner.run, "INTERNAL", "the run failed inside the server")
+        finally:
+            self._runners.pop(runner.run.id, None)
+            if self._backlog:
+                self._wake.set()
+
+    async def _fail_claimed(self, run: RunRecord, reason: str, message: str) -> None:
+        outcome = _failure(reason, message)
+        await self.store.transition(run.id, outcome, states=[RUNNING], owner=self.owner)
+
+    # ---- leases and deadlines -----------------------------------------------------------
+
+    async def _renew(self) -> None:
+        """Extend this process's leases; a run flagged for cancellation elsewhere is cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                for run_id in await self.store.renew(self.owner, self.settings.lease_s):
+                    self.stop(run_id)
+            except Exception:
+                log.exception("renewing leases failed")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("sweeping failed")
+
+    async def sweep_once(self) -> None:
+        """Fail runs past their deadline that no local worker is executing, and runs whose worker
+        stopped renewing its lease (WORKER_LOST)."""
+        now = time.time()
+        for run in await self.store.overdue(now):
+            if run.id in self._runners:
+                continue  # its own timeout ends it
+            if run.state == RUNNING and run.lease_expires_at is not None and run.lease_expires_at < now:
+                outcome = _failure("WORKER_LOST", "the worker executing the run stopped responding")
+                await self.store.transition(run.id, outcome, states=[RUNNING], lease_before=now)
+            elif run.deadline < now and run.state in (QUEUED, PAUSED):
+                outcome = _failure("DEADLINE_EXCEEDED", f"run exceeded its timeout of {run.timeout_s:g}s")
+                await self.store.transition(run.id, outcome, states=[QUEUED, PAUSED], deadline_before=now)
+
+
+def _failure(reason: str, message: str) -> Outcome:
+    return Outcome(
+        FAILED,
+        ERROR,
+        {"reason": reason, "message": message},
+        error_reason=reason,
+        error_message=message,
+    )

@@ -1,0 +1,123 @@
+"""The SQLite backend: one process, one writer. The writer's connection is synchronous and owned by
+one thread (one thread hop per group commit instead of one per statement); reads use an aiosqlite
+pool in WAL mode, or the writer's connection for an in-memory database. The single writer makes
+every count exact. SQLite has no NOTIFY: other processes on the same file find changes by polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from server.store.migrations import migrate
+from server.store.records import EventRecord
+
+T = TypeVar("T")
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def _setup(sync_engine: Engine, *, wal: bool, writes: bool) -> None:
+    @event.listens_for(sync_engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy's "begin" hook below (pysqlite would otherwise
+        # open deferred transactions implicitly).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives a process crash; only an OS crash can lose the last ones.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    if not writes:
+        return  # readers run each SELECT in autocommit: a WAL snapshot per statement, no locks
+
+    @event.listens_for(sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        # Take the write lock up front: a deferred transaction that upgrades later can fail with
+        # SQLITE_BUSY at once instead of waiting for busy_timeout.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class ThreadWriterConnection:
+    """A sync connection used only from one thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._conn: Connection | None = None
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def open(self) -> None:
+        self._conn = await self._in_thread(self._engine.connect)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._conn is not None
+        return await self._in_thread(fn, self._conn, *args)
+
+    async def close(self, final: bool = False) -> None:
+        if self._conn is not None:
+            await self._in_thread(self._conn.close)
+            self._conn = None
+        if final:
+            self._thread.shutdown(wait=True)
+
+
+class SqliteBackend:
+    def __init__(self, url: URL) -> None:
+        self.read: AsyncEngine | None
+        if url.database in (None, "", ":memory:"):
+            # check_same_thread off: the connection is created and used by the writer thread only,
+            # but SQLAlchemy's pool may hand it over from another thread at startup.
+            self.write = create_engine(
+                "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+            _setup(self.write, wal=False, writes=True)
+            self.read = None  # the database exists only inside the writer's connection
+            return
+        self.write = create_engine(
+            url, pool_size=1, max_overflow=0, connect_args={"check_same_thread": False}
+        )
+        _setup(self.write, wal=True, writes=True)
+        # Reads run in autocommit: there is no transaction to roll back when a connection goes back.
+        self.read = create_async_engine(
+            url.set(drivername="sqlite+aiosqlite"), pool_size=8, max_overflow=8, pool_reset_on_return=None
+        )
+        _setup(self.read.sync_engine, wal=True, writes=False)
+
+    def writer(self) -> ThreadWriterConnection:
+        return ThreadWriterConnection(self.write)
+
+    async def migrate(self) -> None:
+        await asyncio.to_thread(migrate, self.write)
+
+    def insert(self, table: Table) -> Any:
+        return sqlite.insert(table)
+
+    def serialized(self, conn: Connection) -> bool:
+        return True  # the single writer is the only one counting
+
+    def announce(self, conn: Connection, origin: str, published: Sequence[EventRecord], queued: bool) -> None:
+        pass  # nothing to notify with: other processes poll
+
+    @contextlib.asynccontextmanager
+    async def listen(
+        self, origin: str, on_events: Callable[[str], None], on_queue: Callable[[], None]
+    ) -> AsyncIterator[None]:
+        yield  # nothing to hear: streams and the dispatcher poll
+
+    async def dispose(self) -> None:
+        self.write.dispose()
+        if self.read is not None:
+            await self.read.dispose()
