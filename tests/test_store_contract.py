@@ -274,19 +274,23 @@ async def test_claim_keeps_each_org_under_its_running_cap(store: Store) -> None:
 
 async def test_renew_extends_leases_and_reports_cancel_requests(store: Store) -> None:
     mine = [await running(store, "w1", 5.0), await running(store, "w1", 5.0)]
+    abandoned = await running(store, "w1", 5.0)  # w1 holds its lease but no longer executes it
     theirs = await running(store, "w2", 5.0)
+    ids = [r.id for r in mine]
     before = time.time()
-    assert await store.renew("w1", 100.0) == []
+    assert await store.renew("w1", 100.0, [*ids, theirs.id]) == []
     after = time.time()
     for run in mine:
         renewed = await store.get_run(run.id)
         assert renewed is not None and before + 100.0 <= (renewed.lease_expires_at or 0) <= after + 100.0
-    untouched = await store.get_run(theirs.id)
-    assert untouched is not None and untouched.lease_expires_at == theirs.lease_expires_at
+    for run in (abandoned, theirs):
+        untouched = await store.get_run(run.id)
+        assert untouched is not None and untouched.lease_expires_at == run.lease_expires_at
 
     assert await store.request_cancel(mine[1].id) is True
-    assert await store.renew("w1", 100.0) == [mine[1].id]
-    assert await store.renew("w2", 100.0) == []
+    assert await store.renew("w1", 100.0, ids) == [mine[1].id]
+    assert await store.renew("w2", 100.0, [theirs.id]) == []
+    assert await store.renew("w1", 100.0, []) == []
     waiting = await queued(store)
     assert await store.request_cancel(waiting.id) is False  # only a RUNNING run is asked
 
@@ -612,3 +616,19 @@ async def test_next_due_waits_for_a_live_lease(store: Store) -> None:
     [held] = await store.deliveries.claim_due("a", 10, 30.0)
     assert await store.deliveries.record(held, "a", attempt(200), None) is not None
     assert await store.deliveries.next_due() is None  # nothing pending
+
+
+# ---- closing ------------------------------------------------------------------------------
+
+
+async def test_closing_commits_what_is_queued(durable_url: str) -> None:
+    """Writes queued when the store closes are committed before it closes, not dropped."""
+    async with open_store(durable_url, lambda _: None) as store:
+        submissions = [asyncio.create_task(store.create_run(new_run())) for _ in range(300)]
+        await asyncio.sleep(0)  # every submission is queued; none need be committed yet
+    async with asyncio.timeout(30):  # an abandoned write would leave its caller waiting forever
+        done = await asyncio.gather(*submissions, return_exceptions=True)
+    assert [d for d in done if isinstance(d, BaseException)] == []
+    async with open_store(durable_url, lambda _: None) as reopened:
+        _, total = await reopened.list_runs(RunFilter(org_id=ORG), before_number=None, limit=1)
+    assert total == 300

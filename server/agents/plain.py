@@ -59,7 +59,8 @@ async def _call_tool(call_id: str, name: str, args: dict[str, Any]) -> AsyncGene
     yield ToolStart(call_id, name, arguments)
     started = time.perf_counter()
     try:
-        result, failed = TOOLS[name](**args), False
+        # Off the event loop: a tool that computes or blocks must not stall other runs and RPCs.
+        result, failed = await asyncio.to_thread(TOOLS[name], **args), False
     except Exception as exc:  # a tool error is reported to the agent, not raised
         result, failed = f"error: {exc}", True
     yield ToolEnd(call_id, name, result, int((time.perf_counter() - started) * 1000), failed)

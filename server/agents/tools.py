@@ -4,44 +4,65 @@ maps the name used in agents.yaml to it."""
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
+from simpleeval import NumberTooHigh, SimpleEval
+
+MAX_EXPRESSION_CHARS = 200
+# Largest power the calculator computes, in bits of its result. Without a bound, a short prompt such
+# as ((9**99)**99)**99 keeps a CPU busy for minutes computing a number nobody can read.
+MAX_POWER_BITS = 4096
+
+
+def _numbers(*values: Any) -> None:
+    if not all(isinstance(v, int | float) for v in values):
+        raise ValueError("only numbers and + - * / // % ** are allowed")
+
+
+def _power(base: Any, exponent: Any) -> Any:
+    _numbers(base, exponent)
+    if abs(exponent) > 1000 or (
+        abs(base) > 1 and exponent > 0 and exponent * math.log2(abs(base)) > MAX_POWER_BITS
+    ):
+        raise NumberTooHigh(f"a power above {MAX_POWER_BITS} bits is too large to compute")
+    return operator.pow(base, exponent)
+
+
+def _arithmetic(op: Callable[..., Any]) -> Callable[..., Any]:
+    """`op` on numbers only (a string operand could be multiplied into gigabytes)."""
+
+    def checked(*operands: Any) -> Any:
+        _numbers(*operands)
+        return op(*operands)
+
+    return checked
+
+
+# Arithmetic only: no names, no functions, no comparisons, no shifts (<< is a power in disguise).
+_ARITHMETIC: dict[type[ast.AST], Callable[..., Any]] = {
+    ast.Add: _arithmetic(operator.add),
+    ast.Sub: _arithmetic(operator.sub),
+    ast.Mult: _arithmetic(operator.mul),
+    ast.Div: _arithmetic(operator.truediv),
+    ast.FloorDiv: _arithmetic(operator.floordiv),
+    ast.Mod: _arithmetic(operator.mod),
+    ast.Pow: _power,
+    ast.USub: _arithmetic(operator.neg),
+    ast.UAdd: _arithmetic(operator.pos),
 }
-_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
-
-
-def _evaluate(node: ast.AST) -> float | int:
-    if isinstance(node, ast.Expression):
-        return _evaluate(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-        return node.value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        right = _evaluate(node.right)
-        # Bound exponents so a prompt cannot make the server compute a huge power.
-        if isinstance(node.op, ast.Pow) and abs(right) > 100:
-            raise ValueError("exponent too large")
-        return _BINARY[type(node.op)](_evaluate(node.left), right)  # type: ignore[no-any-return]
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_evaluate(node.operand))  # type: ignore[no-any-return]
-    raise ValueError("only numbers and + - * / // % ** are allowed")
 
 
 def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression such as "2 * (3 + 4)"."""
-    if len(expression) > 200:
+    if len(expression) > MAX_EXPRESSION_CHARS:
         raise ValueError("expression too long")
-    value = _evaluate(ast.parse(expression, mode="eval"))
+    value = SimpleEval(operators=_ARITHMETIC, functions={}, names={}).eval(expression)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError("only numbers and + - * / // % ** are allowed")
     return str(value)
 
 

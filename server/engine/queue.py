@@ -210,7 +210,8 @@ class Dispatcher:
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
             try:
-                for run_id in await self.store.renew(self.owner, self.settings.lease_s):
+                executing = list(self._runners)
+                for run_id in await self.store.renew(self.owner, self.settings.lease_s, executing):
                     self.stop(run_id)
             except Exception:
                 log.exception("renewing leases failed")

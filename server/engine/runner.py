@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 # Yield to the event loop at least this often, so an agent that never awaits cannot starve others.
 YIELD_EVERY = 64
+# How long a run that ended keeps trying to store its end while the database is unreachable.
+FINAL_WRITE_RETRY_S = 20.0
 
 
 @dataclass
@@ -117,15 +119,32 @@ class Runner:
         self.finalizing = True
         # Queued right behind the run's last events (same group commit): the seq condition makes it
         # apply only if every one of them was stored.
-        record = await self.store.transition(
-            run.id, outcome, states=[RUNNING], owner=self.owner, seq=self._seq
-        )
+        record = await self._end(outcome, seq=self._seq)
         if record is None:
             lost = self._failed("EVENTS_LOST", "some of the run's events could not be stored")
-            record = await self.store.transition(run.id, lost, states=[RUNNING], owner=self.owner)
+            record = await self._end(lost)
         if record is None:
             log.warning("run %s: this worker lost its lease; another one ended the run", run.id)
         return record
+
+    async def _end(self, outcome: Outcome, seq: int | None = None) -> RunRecord | None:
+        """The final transition, tried again while the database is unreachable (the run keeps its
+        worker slot, so its lease is renewed meanwhile). Past FINAL_WRITE_RETRY_S the error goes up:
+        the lease is then left to expire and the sweeper ends the run (WORKER_LOST)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + FINAL_WRITE_RETRY_S
+        delay = 0.05
+        while True:
+            try:
+                return await self.store.transition(
+                    self.run.id, outcome, states=[RUNNING], owner=self.owner, seq=seq
+                )
+            except Exception as exc:
+                if loop.time() + delay > give_up:
+                    raise
+                log.warning("run %s: storing its end failed (%r); retrying in %.2fs", self.run.id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _drive(self) -> Outcome:
         try:

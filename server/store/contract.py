@@ -129,9 +129,9 @@ class Store(Protocol):
         earlier run of their session or for room in their org)."""
         ...
 
-    async def renew(self, owner: str, lease_s: float) -> list[str]:
-        """Extend every lease `owner` holds by `lease_s` from now; the ids of its runs with a cancel
-        requested."""
+    async def renew(self, owner: str, lease_s: float, run_ids: Sequence[str]) -> list[str]:
+        """Extend `owner`'s leases on `run_ids` (only runs it still executes) by `lease_s` from now;
+        the ids among them with a cancel requested."""
         ...
 
     async def request_cancel(self, run_id: str) -> bool:

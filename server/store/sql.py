@@ -179,21 +179,19 @@ class SqlStore(RunReads):
 
         return await self._writer.call(op)
 
-    async def renew(self, owner: str, lease_s: float) -> list[str]:
-        """Extend every lease `owner` holds; returns the ids of its runs someone asked to cancel."""
+    async def renew(self, owner: str, lease_s: float, run_ids: Sequence[str]) -> list[str]:
+        """Extend the leases `owner` holds on `run_ids` (the runs it still executes: a lease of a run
+        nobody executes must expire, so the sweeper ends the run); returns those of them someone
+        asked to cancel."""
+        if not run_ids:
+            return []
+        ids = list(run_ids)
 
         def op(tx: Tx) -> list[str]:
             now = time.time()
-            tx.conn.execute(
-                update(RUN)
-                .where(RUN.c.lease_owner == owner, RUN.c.state == RUNNING)
-                .values(lease_expires_at=now + lease_s)
-            )
-            rows = tx.conn.execute(
-                select(RUN.c.id).where(
-                    RUN.c.lease_owner == owner, RUN.c.state == RUNNING, RUN.c.cancel_requested.is_(True)
-                )
-            )
+            held = and_(RUN.c.id.in_(ids), RUN.c.lease_owner == owner, RUN.c.state == RUNNING)
+            tx.conn.execute(update(RUN).where(held).values(lease_expires_at=now + lease_s))
+            rows = tx.conn.execute(select(RUN.c.id).where(held, RUN.c.cancel_requested.is_(True)))
             return list(rows.scalars())
 
         return await self._writer.call(op)

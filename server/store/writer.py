@@ -57,6 +57,10 @@ class Tx:
     queued: bool = False
 
 
+class StoreClosed(Exception):
+    """A write was still queued when the store closed."""
+
+
 @dataclass(slots=True)
 class _Append:
     run_id: str
@@ -93,13 +97,30 @@ class Writer:
         self._on_commit = on_commit
         self._queue: asyncio.Queue[_Op] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
+        self._batch: list[_Op] = []  # the batch being committed
 
     async def start(self) -> None:
         await self._db.open()
         self._task = asyncio.create_task(self._loop(), name="store-writer")
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 5.0) -> None:
+        """Commit what is queued (for up to `drain_s`), then stop. An op that could not be committed
+        by then fails with StoreClosed rather than leaving its caller waiting forever."""
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_s):
+                    await self._queue.join()
+        left = list(self._batch)  # before the loop's cleanup forgets it
         await tasks.stop(self._task)
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+        for op in left:
+            if op.future.done():
+                continue
+            if isinstance(op, _Append):
+                op.future.set_result(False)  # not stored, as after a failed commit
+            else:
+                op.future.set_exception(StoreClosed("the store closed before this write was committed"))
         await self._db.close(final=True)
 
     async def call(self, fn: Callable[[Tx], T]) -> T:
@@ -129,25 +150,34 @@ class Writer:
 
     async def _loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            self._batch = batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes, published = await self._commit_batch(batch)
-            except Exception as exc:
-                # The database stayed unreachable: fail these ops (appends report "not stored", so
-                # their runs end EVENTS_LOST) and keep the writer alive for when it is back.
-                log.error("store write failed: %s", exc)
-                outcomes = [False if isinstance(op, _Append) else _Failed(exc) for op in batch]
-                published = []
-            self._on_commit(published)
-            for op, outcome in zip(batch, outcomes, strict=True):
-                if op.future.done():
-                    continue
-                if isinstance(outcome, _Failed):
-                    op.future.set_exception(outcome.error)
-                else:
-                    op.future.set_result(outcome)
+                await self._settle(batch)
+            finally:
+                self._batch = []
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _settle(self, batch: list[_Op]) -> None:
+        """Commit a batch and resolve its futures."""
+        try:
+            outcomes, published = await self._commit_batch(batch)
+        except Exception as exc:
+            # The database stayed unreachable: fail these ops (appends report "not stored", so
+            # their runs end EVENTS_LOST) and keep the writer alive for when it is back.
+            log.error("store write failed: %s", exc)
+            outcomes = [False if isinstance(op, _Append) else _Failed(exc) for op in batch]
+            published = []
+        self._on_commit(published)
+        for op, outcome in zip(batch, outcomes, strict=True):
+            if op.future.done():
+                continue
+            if isinstance(outcome, _Failed):
+                op.future.set_exception(outcome.error)
+            else:
+                op.future.set_result(outcome)
 
     async def _commit_batch(self, batch: list[_Op]) -> tuple[list[Any], list[EventRecord]]:
         """Commit a batch; when the connection was lost (a database restart), reconnect and retry."""

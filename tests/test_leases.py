@@ -1,0 +1,39 @@
+"""Leases: a process renews the leases of the runs it executes and no others, so a run whose
+runner is gone (a crash inside the server, a lost final write) is ended by the sweeper instead of
+staying RUNNING forever."""
+
+from __future__ import annotations
+
+import uuid
+
+from agentrun.v1 import run_pb2
+
+from server.store.records import NewRun
+from tests.conftest import Harness
+from tests.waiting import until
+
+S = run_pb2
+
+
+async def test_a_leased_run_nobody_executes_is_swept_not_renewed(h: Harness) -> None:
+    engine = h.server.engine
+    # Stored leased to this very process, as a run whose runner died would be: no runner has it.
+    new = NewRun(
+        id=str(uuid.uuid4()),
+        agent_id="echo",
+        org_id="",
+        user_id="",
+        session_id=str(uuid.uuid4()),
+        input={"message": "orphan"},
+        timeout_s=3600.0,
+    )
+    orphan, created = await engine.store.create_run(new, lease=(engine.owner, engine.settings.lease_s))
+    assert created and orphan.state == "RUNNING" and orphan.lease_owner == engine.owner
+
+    async def swept() -> bool:
+        return (await h.get(orphan.id)).state == S.RUN_STATE_FAILED
+
+    # lease 2 s + sweeps every 0.3 s (tests/conftest.py FAST): renewed, it would never end.
+    await until(swept, timeout=15, what="the orphaned run to be swept")
+    run = await h.get(orphan.id)
+    assert run.error.reason == "WORKER_LOST"
