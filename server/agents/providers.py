@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,6 +23,8 @@ from server.agents.base import AgentFailure
 from server.agents.demo_model import DEMO_MODEL_NAME, build_demo_model
 
 Wire = Literal["openai", "anthropic", "google", "groq", "mistral"]
+# Models built and kept for reuse; one per distinct (provider, model) named by agents and requests.
+MAX_CACHED_MODELS = 64
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
@@ -81,7 +85,10 @@ class ModelCatalog:
 
     def __init__(self, overrides: dict[str, ProviderSpec] | None = None) -> None:
         self.providers = _merge(overrides or {})
-        self._models: dict[ModelRef, Model] = {}
+        # One client (HTTP pool) per provider, shared by its models; models are light and kept in a
+        # bounded LRU, since a request may name any model (ollama:<anything> needs no key).
+        self._clients: dict[str, Any] = {}
+        self._models: OrderedDict[ModelRef, Model] = OrderedDict()
 
     def parse(self, model: str, provider: str = "", default: ModelRef = DEMO) -> ModelRef:
         """The reference a run's options (or an agent's `model`) name; ModelRefError says what is wrong.
@@ -124,9 +131,20 @@ class ModelCatalog:
     def model(self, ref: ModelRef) -> Model:
         """The model for a reference; AgentFailure(PROVIDER_NOT_CONFIGURED) when its key is missing."""
         built = self._models.get(ref)
-        if built is None:
-            built = build_demo_model() if ref == DEMO else _build(ref, self.providers[ref.provider])
-            self._models[ref] = built
+        if built is not None:
+            self._models.move_to_end(ref)
+            return built
+        if ref == DEMO:
+            built = build_demo_model()
+        else:
+            spec = self.providers[ref.provider]
+            client = self._clients.get(ref.provider)
+            if client is None:
+                client = self._clients[ref.provider] = _client(ref.provider, spec)
+            built = _WIRES[spec.wire][1](ref.name, client)
+        self._models[ref] = built
+        if len(self._models) > MAX_CACHED_MODELS:
+            self._models.popitem(last=False)
         return built
 
 
@@ -156,18 +174,17 @@ def _api_key(name: str, spec: ProviderSpec) -> str | None:
     return key
 
 
-def _build(ref: ModelRef, spec: ProviderSpec) -> Model:
-    key = _api_key(ref.provider, spec)
-    builder = _BUILDERS[spec.wire]
+def _client(name: str, spec: ProviderSpec) -> Any:
+    """The provider object (holding its HTTP client) that every model of provider `name` uses."""
+    key = _api_key(name, spec)
     try:
-        return builder(ref, spec, key)
+        return _WIRES[spec.wire][0](name, spec, key)
     except ImportError as exc:
-        raise AgentFailure("PROVIDER_NOT_CONFIGURED", f"provider {ref.provider!r}: {exc}") from exc
+        raise AgentFailure("PROVIDER_NOT_CONFIGURED", f"provider {name!r}: {exc}") from exc
 
 
-def _openai(ref: ModelRef, spec: ProviderSpec, key: str | None) -> Model:
+def _openai_provider(name: str, spec: ProviderSpec, key: str | None) -> Any:
     from openai import AsyncOpenAI
-    from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.deepseek import DeepSeekProvider
     from pydantic_ai.providers.openai import OpenAIProvider
     from pydantic_ai.providers.together import TogetherProvider
@@ -177,51 +194,77 @@ def _openai(ref: ModelRef, spec: ProviderSpec, key: str | None) -> Model:
         api_key=key or "none", base_url=spec.base_url, max_retries=spec.max_retries, timeout=spec.timeout_s
     )
     # The vendors' provider classes add what their APIs need (model profiles) on the same client.
-    provider_cls: Any = {"deepseek": DeepSeekProvider, "together": TogetherProvider}.get(ref.provider)
-    provider = (provider_cls or OpenAIProvider)(openai_client=client)
-    return OpenAIChatModel(ref.name, provider=provider)
+    provider_cls: Any = {"deepseek": DeepSeekProvider, "together": TogetherProvider}.get(name)
+    return (provider_cls or OpenAIProvider)(openai_client=client)
 
 
-def _anthropic(ref: ModelRef, spec: ProviderSpec, key: str | None) -> Model:
+def _openai_model(model: str, provider: Any) -> Model:
+    from pydantic_ai.models.openai import OpenAIChatModel
+
+    return OpenAIChatModel(model, provider=provider)
+
+
+def _anthropic_provider(name: str, spec: ProviderSpec, key: str | None) -> Any:
     from anthropic import AsyncAnthropic
-    from pydantic_ai.models.anthropic import AnthropicModel
     from pydantic_ai.providers.anthropic import AnthropicProvider
 
     client = AsyncAnthropic(
         api_key=key or "none", base_url=spec.base_url, max_retries=spec.max_retries, timeout=spec.timeout_s
     )
-    return AnthropicModel(ref.name, provider=AnthropicProvider(anthropic_client=client))
+    return AnthropicProvider(anthropic_client=client)
 
 
-def _google(ref: ModelRef, spec: ProviderSpec, key: str | None) -> Model:
-    from pydantic_ai.models.google import GoogleModel
+def _anthropic_model(model: str, provider: Any) -> Model:
+    from pydantic_ai.models.anthropic import AnthropicModel
+
+    return AnthropicModel(model, provider=provider)
+
+
+def _google_provider(name: str, spec: ProviderSpec, key: str | None) -> Any:
     from pydantic_ai.providers.google import GoogleProvider
 
-    return GoogleModel(ref.name, provider=GoogleProvider(api_key=key, base_url=spec.base_url))
+    return GoogleProvider(api_key=key, base_url=spec.base_url)
 
 
-def _groq(ref: ModelRef, spec: ProviderSpec, key: str | None) -> Model:
+def _google_model(model: str, provider: Any) -> Model:
+    from pydantic_ai.models.google import GoogleModel
+
+    return GoogleModel(model, provider=provider)
+
+
+def _groq_provider(name: str, spec: ProviderSpec, key: str | None) -> Any:
     from groq import AsyncGroq
-    from pydantic_ai.models.groq import GroqModel
     from pydantic_ai.providers.groq import GroqProvider
 
     client = AsyncGroq(
         api_key=key, base_url=spec.base_url, max_retries=spec.max_retries, timeout=spec.timeout_s
     )
-    return GroqModel(ref.name, provider=GroqProvider(groq_client=client))
+    return GroqProvider(groq_client=client)
 
 
-def _mistral(ref: ModelRef, spec: ProviderSpec, key: str | None) -> Model:
-    from pydantic_ai.models.mistral import MistralModel
+def _groq_model(model: str, provider: Any) -> Model:
+    from pydantic_ai.models.groq import GroqModel
+
+    return GroqModel(model, provider=provider)
+
+
+def _mistral_provider(name: str, spec: ProviderSpec, key: str | None) -> Any:
     from pydantic_ai.providers.mistral import MistralProvider
 
-    return MistralModel(ref.name, provider=MistralProvider(api_key=key, base_url=spec.base_url))
+    return MistralProvider(api_key=key, base_url=spec.base_url)
 
 
-_BUILDERS = {
-    "openai": _openai,
-    "anthropic": _anthropic,
-    "google": _google,
-    "groq": _groq,
-    "mistral": _mistral,
+def _mistral_model(model: str, provider: Any) -> Model:
+    from pydantic_ai.models.mistral import MistralModel
+
+    return MistralModel(model, provider=provider)
+
+
+# wire format -> (build the provider's client, build one of its models on that client)
+_WIRES: dict[str, tuple[Callable[[str, ProviderSpec, str | None], Any], Callable[[str, Any], Model]]] = {
+    "openai": (_openai_provider, _openai_model),
+    "anthropic": (_anthropic_provider, _anthropic_model),
+    "google": (_google_provider, _google_model),
+    "groq": (_groq_provider, _groq_model),
+    "mistral": (_mistral_provider, _mistral_model),
 }
