@@ -8,7 +8,7 @@ import uuid
 
 from agentrun.v1 import run_pb2
 
-from server.store.records import NewRun
+from server.store.records import ERROR, FAILED, RUNNING, NewRun, Outcome
 from tests.conftest import Harness
 from tests.waiting import until
 
@@ -37,3 +37,20 @@ async def test_a_leased_run_nobody_executes_is_swept_not_renewed(h: Harness) -> 
     await until(swept, timeout=15, what="the orphaned run to be swept")
     run = await h.get(orphan.id)
     assert run.error.reason == "WORKER_LOST"
+
+
+async def test_a_worker_whose_events_stop_being_stored_stops_its_agent(h: Harness) -> None:
+    """Another process ended the run (as a sweeper does after a lost lease): the worker's next
+    events are refused, and it stops the agent instead of running it (and its model) to the end."""
+    engine = h.server.engine
+    run = await h.run("slow", "tokens=400 delay_ms=25")  # ten seconds of tokens
+
+    async def streaming() -> bool:
+        return engine.executing(run.id) and (await h.get(run.id)).state == S.RUN_STATE_RUNNING
+
+    await until(streaming, what="the run to execute here")
+    ended = Outcome(FAILED, ERROR, {"reason": "WORKER_LOST"}, error_reason="WORKER_LOST")
+    assert await engine.store.transition(run.id, ended, states=[RUNNING]) is not None
+    await until(lambda: not engine.executing(run.id), timeout=3, what="the worker to stop its agent")
+    final = await h.get(run.id)
+    assert (final.state, final.error.reason) == (S.RUN_STATE_FAILED, "WORKER_LOST")

@@ -87,6 +87,10 @@ class Engine:
         """Stop claiming, give running runs `grace_s` to finish, then release the rest to the queue."""
         await self._dispatcher.shutdown(grace_s)
 
+    def executing(self, run_id: str) -> bool:
+        """Whether this process executes the run now."""
+        return self._dispatcher.executing(run_id)
+
     async def sweep_once(self) -> None:
         """Fail overdue runs no local worker executes, and runs whose worker was lost."""
         await self._dispatcher.sweep_once()

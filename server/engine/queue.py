@@ -118,6 +118,10 @@ class Dispatcher:
             await self._claim_done.wait()
         return None
 
+    def executing(self, run_id: str) -> bool:
+        """Whether a worker of this process executes the run now."""
+        return run_id in self._runners
+
     def launch(self, run: RunRecord, agent: Agent) -> None:
         """Execute a run this process holds the lease of, in a worker slot."""
         runner = Runner(self.store, self.owner, agent, run)

@@ -102,15 +102,18 @@ class Runner:
         self.owner = owner
         self.agent = agent
         self.run = run
-        # Why the engine cancelled this task: "cancel" (CancelRun) or "release" (shutdown).
+        # Why this task was cancelled: "cancel" (CancelRun), "release" (shutdown) or "lost" (its
+        # events stopped being stored).
         self.stop_reason: str | None = None
         self.stop_message = ""
         self.finalizing = False
+        self._task: asyncio.Task[Any] | None = None
         self._seq = run.last_seq
         self._transcript = Transcript.resume(run.result)
         self._started = time.perf_counter()
 
     async def execute(self) -> RunRecord | None:
+        self._task = asyncio.current_task()
         run = self.run
         if run.resume or run.attempt > 1:
             reason = "RESUMED" if run.resume else "RETRIED"
@@ -159,6 +162,8 @@ class Runner:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+            if self.stop_reason == "lost":
+                return self._failed("EVENTS_LOST", "some of the run's events could not be stored")
             await self._close_open_calls("the run was cancelled")
             if self.stop_reason == "release":
                 return self._released()
@@ -244,9 +249,23 @@ class Runner:
             await self._end_call(call_id, call["name"], f"not completed: {why}", 0, True)
 
     async def _emit(self, type_: str, data: dict[str, Any]) -> None:
-        self._seq += 1
-        event = EventRecord(self.run.id, self._seq, type_, data, time.time())
-        await self.store.append(self.run.id, self.owner, [event])
+        event = EventRecord(self.run.id, self._seq + 1, type_, data, time.time())
+        stored = await self.store.append(self.run.id, self.owner, [event])
+        # Counted once queued: a cancel while waiting for room in the writer's queue loses nothing.
+        self._seq = event.seq
+        if isinstance(stored, asyncio.Future):
+            stored.add_done_callback(self._check_stored)
+
+    def _check_stored(self, stored: asyncio.Future[bool]) -> None:
+        """An event was not stored: this worker lost its lease (another process ended the run) or
+        the database refused it. Stop the agent now rather than let it run (and call its model) to
+        the end for nothing."""
+        if stored.cancelled() or stored.exception() is not None or stored.result():
+            return
+        if self.finalizing or self.stop_reason is not None or self._task is None:
+            return
+        self.stop_reason = "lost"
+        self._task.cancel()
 
     def _elapsed_ms(self) -> int:
         return int((time.perf_counter() - self._started) * 1000)
