@@ -78,7 +78,7 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
         )
         port = server.add_insecure_port(settings.listen)
         await engine.start()
-        await stack.enter_async_context(store.listen(hub.poke, engine.wake))
+        await stack.enter_async_context(store.listen(hub.poke, engine.wake, engine.cancel_here))
         await deliverer.start(store.deliveries)
         await server.start()
         for name in ("", SERVICE_NAME):

@@ -12,6 +12,7 @@ from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
 
 from tests.conftest import Harness, Launcher
+from tests.waiting import until
 
 S = run_pb2
 
@@ -55,6 +56,25 @@ async def test_cancel_and_continue_reach_the_executing_replica(launch: Launcher)
     request = pb.ContinueRequest(run_id=paused.id, decision=S.DECISION_APPROVE, wait=True)
     done = (await front.stub.Continue(request)).run
     assert done.state == S.RUN_STATE_COMPLETED and time.monotonic() - started < 3
+
+
+async def test_a_cancel_reaches_the_executing_replica_at_once(launch: Launcher) -> None:
+    """Leases of 30 s are renewed every 10 s: a cancel that waited for the renewal would take that
+    long. NOTIFY tells the executing replica at once."""
+    worker = await launch(poll_interval_s=5.0, lease_s=30.0)
+    front = await launch(workers=0, poll_interval_s=5.0, lease_s=30.0)
+    long = await front.run("slow", "tokens=500 delay_ms=20")
+
+    async def running() -> bool:
+        return worker.server.engine.executing(long.id)
+
+    await until(running, what="the run to execute on the worker")
+    started = time.monotonic()
+    cancelled = (await front.stub.CancelRun(pb.CancelRunRequest(run_id=long.id))).run
+    took = time.monotonic() - started
+    assert cancelled.state == S.RUN_STATE_CANCELLED
+    assert took < 3.0, f"the cancel took {took:.1f}s"
+    assert not worker.server.engine.executing(long.id)
 
 
 async def test_two_working_replicas_run_each_run_once(launch: Launcher) -> None:

@@ -439,15 +439,16 @@ async def test_overdue_finds_expired_leases_and_passed_deadlines(store: Store) -
 async def test_listen_hears_other_processes_where_the_backend_can(database_url: str, store: Store) -> None:
     woken: list[str] = []
     queue_wakes: list[int] = []
+    cancels: list[str] = []
     if not database_url.startswith("postgresql"):
         # SQLite has no notifications: listening is a no-op and other processes are found by polling.
-        async with store.listen(woken.append, lambda: queue_wakes.append(1)):
+        async with store.listen(woken.append, lambda: queue_wakes.append(1), cancels.append):
             await queued(store)
-        assert (woken, queue_wakes) == ([], [])
+        assert (woken, queue_wakes, cancels) == ([], [], [])
         return
     async with (
         open_store(database_url, lambda _: None) as other,
-        other.listen(woken.append, lambda: queue_wakes.append(1)),
+        other.listen(woken.append, lambda: queue_wakes.append(1), cancels.append),
     ):
         await until(lambda: len(queue_wakes) > 0, what="the listener to start")  # it wakes once then
         queue_wakes.clear()
@@ -459,6 +460,10 @@ async def test_listen_hears_other_processes_where_the_backend_can(database_url: 
         marker = await queued(store)
         await until(lambda: marker.id in woken, what="the other store's next commit")
         assert own.id not in woken
+        # A cancel asked through one store reaches the store whose process executes the run.
+        [executing], _ = await other.claim("w-other", 1, 60.0)
+        assert await store.request_cancel(executing.id) is True
+        await until(lambda: cancels == [executing.id], what="the cancel to be announced")
 
 
 # ---- the webhook outbox -------------------------------------------------------------------------

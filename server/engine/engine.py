@@ -87,6 +87,11 @@ class Engine:
         """Stop claiming, give running runs `grace_s` to finish, then release the rest to the queue."""
         await self._dispatcher.shutdown(grace_s)
 
+    def cancel_here(self, run_id: str) -> None:
+        """Another replica was asked to cancel a run: stop it if this process executes it (its end
+        is then stored as CANCELLED by its runner)."""
+        self._dispatcher.stop(run_id)
+
     def executing(self, run_id: str) -> bool:
         """Whether this process executes the run now."""
         return self._dispatcher.executing(run_id)

@@ -172,10 +172,14 @@ class Store(Protocol):
         ...
 
     def listen(
-        self, on_events: Callable[[str], None], on_queue: Callable[[], None]
+        self,
+        on_events: Callable[[str], None],
+        on_queue: Callable[[], None],
+        on_cancel: Callable[[str], None],
     ) -> AbstractAsyncContextManager[None]:
-        """While open, commits of other processes call `on_events(run_id)` and `on_queue()` where the
-        backend can tell (PostgreSQL); elsewhere a no-op, and those processes are found by polling."""
+        """While open, commits of other processes call `on_events(run_id)`, `on_queue()` and, for a
+        run `request_cancel` flagged, `on_cancel(run_id)` where the backend can tell (PostgreSQL);
+        elsewhere a no-op, and what those processes do is found by polling and lease renewal."""
         ...
 
     @property

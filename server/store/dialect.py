@@ -58,15 +58,27 @@ class Backend(Protocol):
         at a time may, and one that cannot does not wait (server/store/quota.py)."""
         ...
 
-    def announce(self, conn: Connection, origin: str, published: Sequence[EventRecord], queued: bool) -> None:
-        """Inside a write transaction: tell other replicas, at commit, which runs got events and
-        whether a run was queued (`origin` marks this store's own)."""
+    def announce(
+        self,
+        conn: Connection,
+        origin: str,
+        published: Sequence[EventRecord],
+        queued: bool,
+        cancels: Sequence[str] = (),
+    ) -> None:
+        """Inside a write transaction: tell other replicas, at commit, which runs got events, whether
+        a run was queued and which runs were asked to cancel (`origin` marks this store's own)."""
         ...
 
     def listen(
-        self, origin: str, on_events: Callable[[str], None], on_queue: Callable[[], None]
+        self,
+        origin: str,
+        on_events: Callable[[str], None],
+        on_queue: Callable[[], None],
+        on_cancel: Callable[[str], None],
     ) -> AbstractAsyncContextManager[None]:
-        """While open, other replicas' announcements call `on_events(run_id)` and `on_queue()`."""
+        """While open, other replicas' announcements call `on_events(run_id)`, `on_queue()` and
+        `on_cancel(run_id)`."""
         ...
 
     async def dispose(self) -> None: ...

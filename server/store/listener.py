@@ -19,16 +19,24 @@ RETRY_S = 1.0
 # What replicas announce at commit (server/store/postgres.py): committed events of a run, and newly
 # queued runs.
 EVENTS_CHANNEL, QUEUE_CHANNEL = "agentrun_events", "agentrun_queue"
+# Runs asked to cancel: the replica executing one stops it at once, not at its next lease renewal.
+CANCEL_CHANNEL = "agentrun_cancel"
 
 
 class Listener:
     def __init__(
-        self, url: str, origin: str, on_events: Callable[[str], None], on_queue: Callable[[], None]
+        self,
+        url: str,
+        origin: str,
+        on_events: Callable[[str], None],
+        on_queue: Callable[[], None],
+        on_cancel: Callable[[str], None],
     ) -> None:
         self._url = url
         self._origin = origin
         self._on_events = on_events
         self._on_queue = on_queue
+        self._on_cancel = on_cancel
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -42,6 +50,11 @@ class Listener:
         if origin != self._origin:  # our own commits reached our subscribers already
             self._on_events(run_id)
 
+    def _cancel(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        origin, _, run_id = payload.partition(":")
+        if origin != self._origin:  # a cancel asked here was acted on here
+            self._on_cancel(run_id)
+
     def _queued(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload != self._origin:
             self._on_queue()
@@ -53,6 +66,7 @@ class Listener:
                 conn = await asyncpg.connect(self._url)
                 await conn.add_listener(EVENTS_CHANNEL, self._event)
                 await conn.add_listener(QUEUE_CHANNEL, self._queued)
+                await conn.add_listener(CANCEL_CHANNEL, self._cancel)
                 self._on_queue()  # whatever was queued while we were not listening
                 while not conn.is_closed():
                     await asyncio.sleep(RETRY_S)

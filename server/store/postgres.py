@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from server.store.listener import EVENTS_CHANNEL, QUEUE_CHANNEL, Listener
+from server.store.listener import CANCEL_CHANNEL, EVENTS_CHANNEL, QUEUE_CHANNEL, Listener
 from server.store.migrations import migrate_async
 from server.store.records import EventRecord
 
@@ -66,7 +66,14 @@ class PostgresBackend:
     def serialized(self, conn: Connection) -> bool:
         return bool(conn.execute(_TRY_LOCK).scalar())
 
-    def announce(self, conn: Connection, origin: str, published: Sequence[EventRecord], queued: bool) -> None:
+    def announce(
+        self,
+        conn: Connection,
+        origin: str,
+        published: Sequence[EventRecord],
+        queued: bool,
+        cancels: Sequence[str] = (),
+    ) -> None:
         # NOTIFY is delivered at commit, and not at all if the transaction rolls back.
         runs = sorted({e.run_id for e in published})
         if runs:
@@ -74,12 +81,19 @@ class PostgresBackend:
             conn.execute(_NOTIFY, {"channel": EVENTS_CHANNEL, "payloads": payloads})
         if queued:
             conn.execute(_NOTIFY, {"channel": QUEUE_CHANNEL, "payloads": [origin]})
+        if cancels:
+            payloads = [f"{origin}:{run_id}" for run_id in cancels]
+            conn.execute(_NOTIFY, {"channel": CANCEL_CHANNEL, "payloads": payloads})
 
     @contextlib.asynccontextmanager
     async def listen(
-        self, origin: str, on_events: Callable[[str], None], on_queue: Callable[[], None]
+        self,
+        origin: str,
+        on_events: Callable[[str], None],
+        on_queue: Callable[[], None],
+        on_cancel: Callable[[str], None],
     ) -> AsyncIterator[None]:
-        listener = Listener(self._listen_url, origin, on_events, on_queue)
+        listener = Listener(self._listen_url, origin, on_events, on_queue, on_cancel)
         await listener.start()
         try:
             yield

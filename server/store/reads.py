@@ -14,6 +14,17 @@ from server.store.records import EventRecord, PriorRun, RunFilter, RunRecord
 from server.store.tables import RUN
 
 Fetch = Callable[..., Awaitable[list[Sequence[Row[Any]]]]]
+# run.number is a BIGINT.
+MAX_RUN_NUMBER = 2**63 - 1
+
+
+def run_number(ref: str) -> int | None:
+    """The run number `ref` spells (ASCII digits, at most MAX_RUN_NUMBER), or None: then `ref` can
+    only be a run id. Other digits ("²", "١٢") and larger numbers are ids no run has."""
+    if not (ref.isascii() and ref.isdigit()) or len(ref.lstrip("0")) > len(str(MAX_RUN_NUMBER)):
+        return None
+    number = int(ref)
+    return number if number <= MAX_RUN_NUMBER else None
 
 
 def run_from_row(row: Row[Any]) -> RunRecord:
@@ -31,28 +42,30 @@ class RunReads:
 
     async def get_run(self, ref: str, org: str | None = None) -> RunRecord | None:
         """A run by id or number; with `org`, only a run of that org (another org's is None)."""
-        by_number = ref.isdigit()
+        number = run_number(ref)
         if org is None:
-            query = st.RUN_BY_NUMBER if by_number else st.RUN_BY_ID
+            query = st.RUN_BY_NUMBER if number is not None else st.RUN_BY_ID
         else:
-            query = st.RUN_BY_NUMBER_IN_ORG if by_number else st.RUN_BY_ID_IN_ORG
-        [rows] = await self._fetch((query, {"ref": int(ref) if by_number else ref, "org": org}))
+            query = st.RUN_BY_NUMBER_IN_ORG if number is not None else st.RUN_BY_ID_IN_ORG
+        [rows] = await self._fetch((query, {"ref": ref if number is None else number, "org": org}))
         return run_from_row(rows[0]) if rows else None
 
     async def get_runs(self, refs: Sequence[str], org: str | None = None) -> dict[str, RunRecord]:
         """Runs by id or number (with `org`, of that org only); maps each found ref to its run."""
-        ids = [r for r in refs if not r.isdigit()]
-        numbers = [int(r) for r in refs if r.isdigit()]
         if not refs:
             return {}
+        numbers = {ref: run_number(ref) for ref in refs}
+        ids = [ref for ref, number in numbers.items() if number is None]
         query = st.RUNS_BY_REF if org is None else st.RUNS_BY_REF_IN_ORG
-        [rows] = await self._fetch((query, {"ids": ids, "numbers": numbers, "org": org}))
-        records = [run_from_row(r) for r in rows]
-        found: dict[str, RunRecord] = {}
-        for record in records:
-            found[record.id] = record
-            found[str(record.number)] = record
-        return found
+        params = {"ids": ids, "numbers": [n for n in numbers.values() if n is not None], "org": org}
+        [rows] = await self._fetch((query, params))
+        by_id = {record.id: record for record in map(run_from_row, rows)}
+        by_number = {record.number: record for record in by_id.values()}
+        found = {
+            ref: by_number.get(number) if number is not None else by_id.get(ref)
+            for ref, number in numbers.items()
+        }
+        return {ref: record for ref, record in found.items() if record is not None}
 
     async def list_runs(
         self, flt: RunFilter, *, before_number: int | None, limit: int, offset: int = 0

@@ -68,9 +68,12 @@ class SqlStore(RunReads):
             await backend.dispose()
 
     def listen(
-        self, on_events: Callable[[str], None], on_queue: Callable[[], None]
+        self,
+        on_events: Callable[[str], None],
+        on_queue: Callable[[], None],
+        on_cancel: Callable[[str], None],
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._backend.listen(self.origin, on_events, on_queue)
+        return self._backend.listen(self.origin, on_events, on_queue, on_cancel)
 
     async def _fetch(
         self, *queries: Executable | tuple[Executable, dict[str, Any]]
@@ -201,7 +204,10 @@ class SqlStore(RunReads):
             result = tx.conn.execute(
                 update(RUN).where(RUN.c.id == run_id, RUN.c.state == RUNNING).values(cancel_requested=True)
             )
-            return bool(result.rowcount == 1)
+            if result.rowcount != 1:
+                return False
+            tx.cancels.append(run_id)  # the replica executing it is told at commit
+            return True
 
         return await self._writer.call(op)
 

@@ -108,12 +108,23 @@ class SqliteBackend:
     def serialized(self, conn: Connection) -> bool:
         return True  # the single writer is the only one counting
 
-    def announce(self, conn: Connection, origin: str, published: Sequence[EventRecord], queued: bool) -> None:
+    def announce(
+        self,
+        conn: Connection,
+        origin: str,
+        published: Sequence[EventRecord],
+        queued: bool,
+        cancels: Sequence[str] = (),
+    ) -> None:
         pass  # nothing to notify with: other processes poll
 
     @contextlib.asynccontextmanager
     async def listen(
-        self, origin: str, on_events: Callable[[str], None], on_queue: Callable[[], None]
+        self,
+        origin: str,
+        on_events: Callable[[str], None],
+        on_queue: Callable[[], None],
+        on_cancel: Callable[[str], None],
     ) -> AsyncIterator[None]:
         yield  # nothing to hear: streams and the dispatcher poll
 

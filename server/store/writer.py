@@ -55,6 +55,8 @@ class Tx:
     published: list[EventRecord] = field(default_factory=list)
     # Set by an op that queued a run, so other replicas' dispatchers are told.
     queued: bool = False
+    # Runs an op asked to cancel, so the replica executing each is told at once.
+    cancels: list[str] = field(default_factory=list)
 
 
 class StoreClosed(Exception):
@@ -201,7 +203,7 @@ class Writer:
             with conn.begin():
                 tx = Tx(conn)
                 results = self._run(tx, batch)
-                self._backend.announce(conn, self._origin, tx.published, tx.queued)
+                self._backend.announce(conn, self._origin, tx.published, tx.queued, tx.cancels)
                 return results, tx.published
         except Exception as exc:
             if disconnected(exc):
