@@ -4,13 +4,16 @@ and the keys-file entry (its hash only) that lets it in. Nothing is stored by th
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import Any
 
+from cli.errors import UsageError
 from server.auth import keys
 from server.auth.identity import ROLES, USER
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("keys", help="create API keys for the keys file")
+    parser.set_defaults(handler=run)
     actions = parser.add_subparsers(dest="keys_command", required=True)
     create = actions.add_parser(
         "create", help="print a new API key (once) and the keys-file entry (its hash) to add"
@@ -21,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--name", default="", help="a note for people reading the keys file")
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
     try:
         _, text = keys.create(args.org, args.user, args.role, args.name)
     except keys.AuthConfigError as exc:
-        sys.exit(f"agentrun keys: {exc}")
+        raise UsageError(f"keys: {exc}") from None
     print(text)
+    return 0

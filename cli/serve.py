@@ -3,19 +3,89 @@ process, until SIGTERM/SIGINT. The gateway reaches the server over loopback gRPC
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import dataclasses
 import logging
 import signal
+import socket
+import sys
+from typing import Any
 
+from cli.errors import UsageError
+from gateway import settings as gateway_settings
 from gateway.app import running_gateway
 from gateway.families import all_families
 from gateway.settings import GatewaySettings
-from server.app import running
+from server import settings as server_settings
+from server.agents.registry import AgentConfigError
+from server.app import ListenError, running
+from server.auth.keys import AuthConfigError
 from server.settings import Settings
+from server.store.dialect import DatabaseUrlError
 
 log = logging.getLogger(__name__)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def add_parser(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "serve",
+        help="serve the gRPC API and the HTTP gateway (SQLite and the demo agents by default)",
+        description="Serve the gRPC API and, in the same process, the HTTP gateway in front of it. "
+        "Every flag can also be set by the environment variable named in its help.",
+        usage="agentrun serve [options]",
+    )
+    parser.set_defaults(handler=command)
+    server_settings.add_arguments(parser)
+    gateway_settings.add_arguments(parser, flag_prefix="gateway-")
+    parser.add_argument("--no-gateway", action="store_true", help="serve gRPC only")
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        settings = server_settings.from_namespace(args)
+        gateway = None if args.no_gateway else gateway_settings.from_namespace(args, flag_prefix="gateway-")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    for name, level in (
+        ("--log-level", settings.log_level),
+        ("--gateway-log-level", gateway and gateway.log_level),
+    ):
+        if level and level.upper() not in LOG_LEVELS:
+            raise UsageError(f"{name}: {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    _check_free(settings.listen, "gRPC")
+    if gateway is not None:
+        _check_free(gateway.listen, "HTTP")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings, gateway))
+    except (AgentConfigError, AuthConfigError) as exc:  # the configuration files: exit 1, as ever
+        print(f"agentrun: {exc}", file=sys.stderr)
+        return 1
+    except (DatabaseUrlError, ListenError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _check_free(listen: str, what: str) -> None:
+    """Refuse a taken address before anything starts (the servers' own bind errors come later, with
+    a half-started process and, from gRPC's core, a log line of its own)."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"{listen!r} is not a host:port address ({what})")
+    if int(port) == 0:
+        return
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]") or "0.0.0.0", int(port)))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {listen} ({what}): {exc.strerror}") from None
 
 
 async def serve(settings: Settings, gateway: GatewaySettings | None = None) -> None:
@@ -26,10 +96,17 @@ async def serve(settings: Settings, gateway: GatewaySettings | None = None) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running(settings) as server, contextlib.AsyncExitStack() as stack:
-        print(f"agentrun: gRPC on {settings.listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
+        host = settings.listen.rsplit(":", 1)[0]
+        print(f"agentrun: gRPC on {host}:{server.port}", flush=True)
         if gateway is not None:
             local = dataclasses.replace(gateway, upstream=f"127.0.0.1:{server.port}")
-            http = await stack.enter_async_context(running_gateway(local, all_families()))
+            try:
+                http = await stack.enter_async_context(running_gateway(local, all_families()))
+            except OSError as exc:
+                raise ListenError(f"cannot listen on {gateway.listen} (HTTP): {exc.strerror}") from None
             print(f"agentrun-gateway: HTTP on {http.host}:{http.port}", flush=True)
+            print(f"  REST API      {http.url}/v1/agents", flush=True)
+            print(f"  OpenAPI       {http.url}/openapi.json", flush=True)
+        print("  stop with Ctrl-C (runs in progress get the shutdown grace to finish)", flush=True)
         await stop.wait()
         log.info("shutting down")

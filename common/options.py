@@ -24,24 +24,43 @@ class OptionTable:
     """Flags (`--flag`, optionally `--<flag_prefix>flag`) and environment variables
     (`<env_prefix>FLAG`) for the fields of one settings dataclass."""
 
-    def __init__(self, settings: type[Any], env_prefix: str, options: Mapping[str, Option]) -> None:
+    def __init__(
+        self,
+        settings: type[Any],
+        env_prefix: str,
+        options: Mapping[str, Option],
+        groups: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.env_prefix = env_prefix
         self.options = options
+        # Help sections: attribute (or "group." prefix of nested settings) -> section title; "" is
+        # the section of everything else.
+        self.groups = dict(groups or {"": "options"})
+
+    def group_of(self, option: Option) -> str:
+        group = option.attr.rpartition(".")[0]
+        return self.groups.get(option.attr) or self.groups.get(group + ".") or self.groups.get("", "options")
 
     def env_name(self, flag: str) -> str:
         return self.env_prefix + flag.upper().replace("-", "_")
 
-    def add(self, parser: argparse.ArgumentParser | Any, flag_prefix: str = "") -> None:
-        """Adds the flags; `flag_prefix` (e.g. "gateway-") keeps two tables apart on one command."""
+    def add(self, parser: argparse.ArgumentParser, flag_prefix: str = "") -> None:
+        """Adds the flags in their help sections; `flag_prefix` (e.g. "gateway-") keeps two tables
+        apart on one command."""
         defaults = self.settings()
+        sections: dict[str, Any] = {}
         for flag, option in self.options.items():
+            title = self.group_of(option)
+            if title not in sections:
+                sections[title] = parser.add_argument_group(title)
             default = _get(defaults, option.attr)
-            shown = f", default {default}" if default not in ("", None) else ""
-            parser.add_argument(
+            shown = f"; default {default}" if default not in ("", None) else ""
+            sections[title].add_argument(
                 f"--{flag_prefix}{flag}",
                 type=option.kind,
                 default=None,
+                metavar=option.kind.__name__.upper() if option.kind is not str else "TEXT",
                 help=f"{option.help} [env {self.env_name(flag)}{shown}]",
             )
 

@@ -55,6 +55,7 @@ OPTIONS = OptionTable(
             "family_c_agent", str, "agent for family C runs (model/provider override its model)"
         ),
     },
+    {"": "gateway (HTTP)"},
 )
 
 

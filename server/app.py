@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
 
 
+class ListenError(Exception):
+    """The listen address cannot be bound."""
+
+
 @dataclass
 class RunningServer:
     port: int
@@ -76,7 +80,12 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
             ],
             server,
         )
-        port = server.add_insecure_port(settings.listen)
+        try:
+            port = server.add_insecure_port(settings.listen)
+        except RuntimeError:  # grpc's only word for it: "Failed to bind to address"
+            raise ListenError(
+                f"cannot listen on {settings.listen} (gRPC): the address is in use or not available"
+            ) from None
         await engine.start()
         await stack.enter_async_context(store.listen(hub.poke, engine.wake, engine.cancel_here))
         await deliverer.start(store.deliveries)

@@ -33,6 +33,15 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
 
 
+GROUPS = {
+    "": "server",
+    "database_url": "database",
+    "engine.": "runs",
+    "webhooks.": "webhooks",
+    "auth.": "auth",
+    "limits.": "fair use (per org)",
+}
+
 OPTIONS = OptionTable(
     Settings,
     ENV_PREFIX,
@@ -126,6 +135,7 @@ OPTIONS = OptionTable(
             "limits.submit_burst", int, "submissions at once per org above the rate; 0: the rate"
         ),
     },
+    GROUPS,
 )
 
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.store.postgres import PostgresBackend
@@ -89,15 +90,26 @@ def normalize_url(url: str) -> str:
     return url.replace("sqlite+aiosqlite://", "sqlite://", 1)
 
 
+class DatabaseUrlError(ValueError):
+    """A database URL that names no supported backend."""
+
+
 def backend_for(url: str) -> Backend:
     """The backend a database URL names: sqlite:///path, sqlite:///:memory: or postgresql+asyncpg://."""
-    parsed = make_url(normalize_url(url))
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        raise DatabaseUrlError(
+            f"{url!r} is not a database URL: use sqlite:///path.db or postgresql+asyncpg://..."
+        ) from None
     if parsed.get_backend_name() == "postgresql":
         if parsed.get_driver_name() != "asyncpg":
-            raise ValueError(f"unsupported database URL {url!r}: use postgresql+asyncpg://...")
+            raise DatabaseUrlError(f"unsupported database URL {url!r}: use postgresql+asyncpg://...")
         return PostgresBackend(parsed)
     if parsed.get_backend_name() != "sqlite":
-        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///... or postgresql+asyncpg://...")
+        raise DatabaseUrlError(
+            f"unsupported database URL {url!r}: use sqlite:///... or postgresql+asyncpg://..."
+        )
     return SqliteBackend(parsed)
 
 
