@@ -50,7 +50,7 @@ OPTIONS = OptionTable(
         "database-url": Option(
             "database_url",
             str,
-            "SQLAlchemy URL: sqlite:///path.db, sqlite:///:memory:, postgresql://...",
+            "SQLAlchemy URL: sqlite:///path.db, sqlite:///:memory:, postgresql+asyncpg://...",
         ),
         "agents-file": Option("agents_file", Path, "agents.yaml to load"),
         "shutdown-grace": Option("shutdown_grace_s", float, "seconds running runs get to finish on SIGTERM"),
