@@ -132,6 +132,9 @@ async def test_approval_then_continue(client: Client) -> None:
     body = {"run_id": paused["id"], "decision": "DECISION_APPROVE", "wait": True}
     done = (await client.call("Continue", body))["run"]
     assert done["state"] == "RUN_STATE_COMPLETED" and done["toolCalls"][0]["name"] == "send_email"
+    # The same Continue again (a client retrying, no tool_call_id): applied once, answered the same.
+    again = (await client.call("Continue", body))["run"]
+    assert (again["id"], again["state"], len(again["toolCalls"])) == (done["id"], "RUN_STATE_COMPLETED", 1)
     with pytest.raises(Failed) as stale:
         await client.call("Continue", {**body, "decision": "DECISION_REJECT"})
     assert stale.value.code == "FAILED_PRECONDITION"

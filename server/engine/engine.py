@@ -290,9 +290,8 @@ class Engine:
                 self._dispatcher.wake()
                 return decided
             run = await self.get(run.id)
-        for past in run.decisions or []:
-            if past["tool_call_id"] == call_id and past["decision"] == action:
-                return run  # the same decision again: applied once, answered the same
+        if _decided_already(run, tool_call_id or call_id, action):
+            return run  # the same decision again: applied once, answered the same
         if run.state == PAUSED:
             raise FailedPrecondition(
                 f"tool call {call_id!r} is not the pending action of run {run.id}",
@@ -313,3 +312,12 @@ class Engine:
                 reason="RUN_NOT_FINISHED",
                 metadata={"run_id": run.id, "state": run.state},
             )
+
+
+def _decided_already(run: RunRecord, tool_call_id: str, action: str) -> bool:
+    """Whether `action` was already applied to the call: the named one, or, when the caller named
+    none (meaning "the pending call") and the run has gone on since, the latest decision."""
+    past = run.decisions or []
+    if tool_call_id:
+        return any(p["tool_call_id"] == tool_call_id and p["decision"] == action for p in past)
+    return bool(past) and run.state != PAUSED and past[-1]["decision"] == action
