@@ -23,7 +23,14 @@ WEBHOOK_FORMAT_NAME: dict[int, str] = {v: name for name, v in WEBHOOK_FORMAT.ite
 DELIVERY_STATE: dict[str, Any] = {name[23:]: v for name, v in run_pb2.WebhookDeliveryState.items() if v}
 
 
+# google.protobuf.Timestamp's range (0001-01-01 to 9999-12-31). Requests cannot put a time outside it
+# into the store; a row written before they were bounded (a deadline years away) reads clamped.
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+
+
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    seconds = min(max(seconds, MIN_TIMESTAMP_S), MAX_TIMESTAMP_S)
     whole = int(seconds)
     return timestamp_pb2.Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
 

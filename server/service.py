@@ -4,9 +4,10 @@ calls and records into messages; every failure leaves as google.rpc.Status.
 Auth is not done here: AuthInterceptor (server/auth/interceptor.py), installed on the gRPC server,
 authenticates every call and checks the caller's role before any handler runs. The `unary` and
 `streaming` decorators hand each handler the identity the interceptor admitted (`current_identity()`,
-which fails the call if it is missing) and turn every exception into a Status; handlers scope every
-read and write to the caller's org (None while auth is off: the request's org, as before auth
-existed)."""
+which fails the call if it is missing), charge submissions to the submission rate, check the shape of
+every field of the request (`validation.shape`) and turn every exception into a Status; handlers
+check what the values mean and scope every read and write to the caller's org (None while auth is
+off: the request's org, as before auth existed)."""
 
 from __future__ import annotations
 
@@ -51,13 +52,22 @@ def _own(caller: Identity, sub: Submission) -> Submission:
     return dataclasses.replace(sub, org_id=org_id, user_id=user_id)
 
 
+def _admitted(service: RunService, request: Any) -> Identity:
+    """The caller, once the request is charged (if it submits a run) and its fields have the right
+    shape."""
+    caller = current_identity()
+    service.charge(caller, request)
+    validation.shape(request)
+    return caller
+
+
 def unary(
     fn: Callable[[Any, Req, Ctx, Identity], Awaitable[Resp]],
 ) -> Callable[[Any, Req, Ctx], Awaitable[Resp]]:
     @functools.wraps(fn)
     async def handler(self: Any, request: Req, context: Ctx) -> Resp:
         try:
-            return await fn(self, request, context, current_identity())
+            return await fn(self, request, context, _admitted(self, request))
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
@@ -71,7 +81,8 @@ def streaming(
     @functools.wraps(fn)
     async def handler(self: Any, request: Req, context: Ctx) -> AsyncGenerator[Resp, None]:
         try:
-            async with contextlib.aclosing(fn(self, request, context, current_identity())) as responses:
+            caller = _admitted(self, request)
+            async with contextlib.aclosing(fn(self, request, context, caller)) as responses:
                 async for response in responses:
                     yield response
         except Exception as exc:
@@ -91,13 +102,16 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         self.webhooks = webhooks
         self.rate = RateLimiter(limits or LimitSettings())
 
-    def _admit(self, caller: Identity, body_org: str) -> None:
-        # Charged before validation: a flood of bad requests costs its sender, not the server.
-        self.rate.admit(caller.org_id if caller.org_id is not None else body_org)
+    def charge(self, caller: Identity, request: Any) -> None:
+        """Take a submission (Run, StreamRun starting a run) from its org's rate. Charged before
+        validation: a flood of bad requests costs its sender, not the server."""
+        if isinstance(request, pb.StreamRunRequest) and not request.run_id:
+            request = request.run
+        if isinstance(request, pb.RunRequest):
+            self.rate.admit(caller.org_id if caller.org_id is not None else request.org_id)
 
     @unary
     async def Run(self, request: pb.RunRequest, context: Ctx, caller: Identity) -> pb.RunResponse:
-        self._admit(caller, request.org_id)
         submission = _own(caller, await validation.submission(request, webhooks=self.webhooks.policy))
         if request.wait:
             run = await self.engine.submit_and_wait(submission)
@@ -111,10 +125,8 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
     ) -> AsyncGenerator[pb.StreamRunResponse, None]:
         if request.run_id:
             run = await self.engine.get(validation.run_ref(request.run_id), caller.org_id)
-            validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
-            events = self.engine.events(run, request.after_seq)
+            events = self.engine.events(run, validation.after_seq(request.after_seq))
         else:
-            self._admit(caller, request.run.org_id)
             submission = await validation.submission(request.run, "run.", self.webhooks.policy)
             events = self.engine.submit_and_follow(_own(caller, submission))
         async with contextlib.aclosing(events):
@@ -202,8 +214,9 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
     ) -> pb.ListRunEventsResponse:
         run = await self.engine.get(validation.run_ref(request.run_id), caller.org_id)
         size = validation.page_size(request.page_size, 100)
-        validation.require(request.after_seq >= 0, "after_seq", "must not be negative")
-        after = max(request.after_seq, validation.decode_token(request.page_token, "s") or 0)
+        after = max(
+            validation.after_seq(request.after_seq), validation.decode_token(request.page_token, "s") or 0
+        )
         events = await self.engine.store.list_events(run.id, after, size)
         token = validation.encode_token("s", events[-1].seq) if len(events) == size else ""
         return pb.ListRunEventsResponse(events=[event_to_proto(e) for e in events], next_page_token=token)

@@ -1,27 +1,37 @@
-"""Request validation: every bad field is reported at once, as INVALID_ARGUMENT with a BadRequest."""
+"""Request validation, in two rounds: the shape of every field of every request (`shape`, driven by
+the descriptor: server/validation_fields.py), then what the values of each request mean. Each round
+reports every bad field it finds at once, as INVALID_ARGUMENT with a BadRequest. A request that
+passes stores nothing the store cannot keep or read back."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
+import logging
 from collections.abc import Iterable
 
+import jsonschema
 from agentrun.v1 import run_pb2, run_service_pb2
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from common.errors import InvalidArgument
-from server import convert
+from server import convert, validation_fields
 from server.agents.schema_output import schema_problem
 from server.convert import STATE_NAME, input_from_proto
 from server.engine.engine import Submission
 from server.engine.inputs import run_input_to_dict
-from server.urlpolicy import UrlPolicy, url_problem
+from server.urlpolicy import UrlPolicy
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH_IDS = 100
 MAX_PAGE_SIZE = 1000
-MAX_MESSAGE_CHARS = 1_000_000
 MAX_MEDIA_ITEMS = 16
+MAX_TIMEOUT_S = 7 * 24 * 3600
+# Run numbers and event seqs (in page tokens, `after_seq`) are INTEGER columns, 32 bits on PostgreSQL.
+MAX_INTEGER = 2**31 - 1
 
 
 class Violations:
@@ -31,6 +41,9 @@ class Violations:
     def check(self, ok: bool, field: str, description: str) -> None:
         if not ok:
             self.items.append((field, description))
+
+    def report(self, field: str, description: str) -> None:
+        self.items.append((field, description))
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -42,15 +55,26 @@ def require(ok: bool, field: str, description: str) -> None:
         raise InvalidArgument.fields([(field, description)])
 
 
+def shape(request: Message) -> None:
+    """Round one, for every request before its handler reads it: every field of the right shape, or
+    INVALID_ARGUMENT listing each one that is not."""
+    v = Violations()
+    validation_fields.check(v.report, request)
+    v.raise_if_any()
+
+
 async def submission(
     req: run_service_pb2.RunRequest, prefix: str = "", webhooks: UrlPolicy | None = None
 ) -> Submission:
-    """A checked submission; INVALID_ARGUMENT lists every bad field."""
+    """A checked submission (of a request `shape` passed); INVALID_ARGUMENT lists every bad field."""
     v = Violations()
     _check_request(v, req, prefix)
-    await _check_media_urls(v, req.input, prefix)
+    for i, media in enumerate(req.input.media):
+        if media.data.startswith(("http://", "https://")):
+            problem = await _url_problem(UrlPolicy(), media.data)
+            v.check(problem is None, f"{prefix}input.media[{i}].data", f"URL {problem}")
     if req.webhook_url:
-        problem = await (webhooks or UrlPolicy()).problem(req.webhook_url)
+        problem = await _url_problem(webhooks or UrlPolicy(), req.webhook_url)
         v.check(problem is None, f"{prefix}webhook_url", f"URL {problem}")
     v.raise_if_any()
     return Submission(
@@ -66,6 +90,13 @@ async def submission(
         webhook_format=convert.WEBHOOK_FORMAT_NAME.get(req.webhook_format, "RUN") if req.webhook_url else "",
         extras=json_format.MessageToDict(req.metadata) if req.HasField("metadata") else None,
     )
+
+
+async def _url_problem(policy: UrlPolicy, url: str) -> str | None:
+    try:
+        return await policy.problem(url)
+    except ValueError:  # not parsable: a bracket left open, a port out of range, a host IDNA refuses
+        return "is not well-formed"
 
 
 def _check_media(v: Violations, run_input: run_pb2.RunInput, prefix: str) -> None:
@@ -84,22 +115,9 @@ def _check_media(v: Violations, run_input: run_pb2.RunInput, prefix: str) -> Non
         v.check(ok, f"{where}.data", "must be base64 content or an http(s) URL")
 
 
-async def _check_media_urls(v: Violations, run_input: run_pb2.RunInput, prefix: str) -> None:
-    for i, media in enumerate(run_input.media):
-        if media.data.startswith(("http://", "https://")):
-            problem = await url_problem(media.data)
-            v.check(problem is None, f"{prefix}input.media[{i}].data", f"URL {problem}")
-
-
 def _check_request(v: Violations, req: run_service_pb2.RunRequest, prefix: str) -> None:
     v.check(bool(req.agent_id), f"{prefix}agent_id", "required")
-    message = req.input.message
-    v.check(bool(message.strip()), f"{prefix}input.message", "must not be empty")
-    v.check(
-        len(message) <= MAX_MESSAGE_CHARS,
-        f"{prefix}input.message",
-        f"longer than {MAX_MESSAGE_CHARS} characters",
-    )
+    v.check(bool(req.input.message.strip()), f"{prefix}input.message", "must not be empty")
     _check_media(v, req.input, prefix)
     options = req.input.options
     if options.HasField("temperature"):
@@ -108,27 +126,35 @@ def _check_request(v: Violations, req: run_service_pb2.RunRequest, prefix: str) 
         )
     if options.HasField("max_tokens"):
         v.check(options.max_tokens > 0, f"{prefix}input.options.max_tokens", "must be positive")
-    v.check(
-        req.input.response_format in (0, 1, 2), f"{prefix}input.response_format", "unknown response format"
-    )
     if req.input.HasField("json_schema"):
         v.check(
             req.input.response_format == run_pb2.RESPONSE_FORMAT_JSON,
             f"{prefix}input.json_schema",
             "only allowed with response_format JSON",
         )
-        problem = schema_problem(json_format.MessageToDict(req.input.json_schema))
+        problem = _schema_problem(json_format.MessageToDict(req.input.json_schema))
         v.check(problem is None, f"{prefix}input.json_schema", problem or "")
-    timeout = req.timeout.seconds + req.timeout.nanos / 1e9
-    v.check(timeout >= 0, f"{prefix}timeout", "must not be negative")
-    v.check(len(req.idempotency_key) <= 256, f"{prefix}idempotency_key", "longer than 256 characters")
-    v.check(len(req.session_id) <= 128, f"{prefix}session_id", "longer than 128 characters")
-    v.check(len(req.webhook_url) <= 2048, f"{prefix}webhook_url", "longer than 2048 characters")
+    seconds, nanos = req.timeout.seconds, req.timeout.nanos  # normalised: one sign (`shape`)
     v.check(
-        req.webhook_format in convert.WEBHOOK_FORMAT_NAME or req.webhook_format == 0,
-        f"{prefix}webhook_format",
-        "unknown webhook format",
+        seconds >= 0 and nanos >= 0 and (seconds, nanos) <= (MAX_TIMEOUT_S, 0),
+        f"{prefix}timeout",
+        f"must not be negative nor longer than {MAX_TIMEOUT_S} seconds (7 days)",
     )
+
+
+def _schema_problem(schema: dict[str, object]) -> str | None:
+    dialect = schema.get("$schema")
+    if dialect is not None and not (
+        isinstance(dialect, str)
+        # The default comes back for a $schema jsonschema does not know.
+        and jsonschema.validators.validator_for(schema, default=None) is not None  # type: ignore[arg-type]
+    ):
+        return "$schema must name a JSON Schema dialect jsonschema knows (e.g. draft-07)"
+    try:
+        return schema_problem(schema)
+    except Exception as exc:  # the schema library choking on a caller's schema: the schema's fault
+        log.warning("JSON Schema check raised %s", type(exc).__name__, exc_info=exc)
+        return "not a valid JSON Schema"
 
 
 def request_hash(req: run_service_pb2.RunRequest) -> str:
@@ -178,16 +204,26 @@ def encode_token(kind: str, value: int) -> str:
 
 
 def decode_token(token: str, kind: str, field: str = "page_token") -> int | None:
+    """The number in a page token this server issued (`encode_token`), or INVALID_ARGUMENT."""
     if not token:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        prefix, _, number = raw.partition(":")
-        if prefix != kind or not number.isdigit():
-            raise ValueError(raw)
-        return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.fields([(field, "not a token this server issued")]) from None
+        raw = ""
+    prefix, _, number = raw.partition(":")
+    if prefix != kind or not _ascii_number(number, MAX_INTEGER):
+        raise InvalidArgument.fields([(field, "not a token this server issued")])
+    return int(number)
+
+
+def _ascii_number(text: str, maximum: int) -> bool:
+    digits = text.lstrip("0")
+    return text.isascii() and text.isdigit() and len(digits) <= len(str(maximum)) and int(text) <= maximum
+
+
+def after_seq(value: int, field: str = "after_seq") -> int:
+    return bounded(value, 0, MAX_INTEGER, field)
 
 
 def decision(value: int) -> bool:
@@ -201,8 +237,7 @@ def decision(value: int) -> bool:
 
 
 def run_ref(value: str, field: str = "run_id") -> str:
-    v = Violations()
-    v.check(bool(value), field, "required")
-    v.check(len(value) <= 64, field, "not a run id")
-    v.raise_if_any()
+    """A run id or number to look up (its length was checked by `shape`); one that names no run is
+    NOT_FOUND, from the store."""
+    require(bool(value), field, "required")
     return value

@@ -7,7 +7,11 @@ authenticates the caller from the call's metadata (`Guard.authenticate`), checks
 deserialized request of RunService methods (`Guard.authorize`), and only then runs the handler, with
 the caller in a context variable that handlers read with `current_identity()`. A refused call aborts
 with the error's google.rpc.Status before its handler starts. While auth is off every call is
-UNSCOPED."""
+UNSCOPED.
+
+The request is parsed here too, after authentication: gRPC hands the handler the raw bytes, and bytes
+that are no valid request message (truncated, wrong wire types, invalid UTF-8 in a string) end the
+call with INVALID_ARGUMENT and a generic message, not with UNKNOWN and the decoder's text."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from agentrun.v1 import run_service_pb2
 
-from common.errors import AgentrunError, Internal
+from common.errors import AgentrunError, Internal, InvalidArgument
 from server.auth.guard import Guard
 from server.auth.identity import Identity
 
@@ -33,7 +37,9 @@ else:  # neither is generic at run time
     Handler = grpc.RpcMethodHandler
     _ServerInterceptor = grpc.aio.ServerInterceptor
 
-RUN_SERVICE = f"/{run_service_pb2.DESCRIPTOR.services_by_name['RunService'].full_name}/"
+_RUN_SERVICE = run_service_pb2.DESCRIPTOR.services_by_name["RunService"]
+RUN_SERVICE = f"/{_RUN_SERVICE.full_name}/"
+RUN_SERVICE_METHODS = _RUN_SERVICE.methods_by_name
 # Open without credentials: clients and load balancers call these before they have any.
 OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -68,40 +74,48 @@ def _refusal(exc: Exception) -> Handler:
     return grpc.stream_stream_rpc_method_handler(refuse)
 
 
-def _admitted(handler: Handler, caller: Identity, method: str | None) -> Handler:
-    """`handler` with the role check of RunService's `method` (None: another service) run on its
-    request, and the caller set for it."""
+def _request_type(method: str | None) -> str:
+    if method is not None and method in RUN_SERVICE_METHODS:
+        return str(RUN_SERVICE_METHODS[method].input_type.full_name)
+    return "request"
 
-    async def admit(request: Any, context: Ctx) -> None:
+
+def _admitted(handler: Handler, caller: Identity, method: str | None) -> Handler:
+    """`handler` taking the request's raw bytes: it parses them, runs the role check of RunService's
+    `method` (None: another service) on the request, and sets the caller for it."""
+    parse: Callable[[bytes], Any] | None = handler.request_deserializer
+    malformed = InvalidArgument(f"request is not a valid {_request_type(method)} message")
+
+    async def admit(data: Any, context: Ctx) -> Any:
+        try:
+            request = parse(data) if parse is not None else data
+        except Exception:  # whatever the decoder makes of the bytes, they are the caller's
+            await _abort(context, malformed)
         if method is not None:
             try:
                 Guard.authorize(caller, method, request)
             except Exception as exc:
                 await _abort(context, exc)
         _caller.set(caller)
+        return request
 
     if handler.unary_unary is not None:
         unary: Callable[[Any, Ctx], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
 
-        async def unary_unary(request: Any, context: Ctx) -> Any:
-            await admit(request, context)
-            return await unary(request, context)
+        async def unary_unary(data: Any, context: Ctx) -> Any:
+            return await unary(await admit(data, context), context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
 
     streaming: Callable[[Any, Ctx], AsyncGenerator[Any, None]] = handler.unary_stream  # type: ignore[assignment]
 
-    async def unary_stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
-        await admit(request, context)  # before anything is sent
+    async def unary_stream(data: Any, context: Ctx) -> AsyncIterator[Any]:
+        request = await admit(data, context)  # before anything is sent
         async with contextlib.aclosing(streaming(request, context)) as responses:
             async for response in responses:
                 yield response
 
-    return grpc.unary_stream_rpc_method_handler(
-        unary_stream, handler.request_deserializer, handler.response_serializer
-    )
+    return grpc.unary_stream_rpc_method_handler(unary_stream, None, handler.response_serializer)
 
 
 class AuthInterceptor(_ServerInterceptor):

@@ -14,8 +14,9 @@ from server.store.records import EventRecord, PriorRun, RunFilter, RunRecord
 from server.store.tables import RUN
 
 Fetch = Callable[..., Awaitable[list[Sequence[Row[Any]]]]]
-# run.number is a BIGINT.
-MAX_RUN_NUMBER = 2**63 - 1
+# run.number is an INTEGER column, 32 bits on PostgreSQL (SERIAL): no run has a larger number, and a
+# larger one cannot even be a query parameter there.
+MAX_RUN_NUMBER = 2**31 - 1
 
 
 def run_number(ref: str) -> int | None:

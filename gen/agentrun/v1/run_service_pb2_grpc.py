@@ -27,6 +27,13 @@ if _version_not_supported:
 
 class RunServiceStub:
     """Runs agents durably: start, stream, poll, decide on paused tool calls, cancel.
+
+    Every request is checked before it is served: strings hold no NUL character and at most the
+    characters their field states (1024 where none is stated); Struct fields hold finite numbers only
+    and are at most 64 KiB encoded and 20 levels deep; Timestamps lie between 0001-01-01 and
+    9999-12-31 (nanos 0 to 999999999) and Durations are normalised (|nanos| < 1e9, with the sign of
+    seconds); enum fields hold one of their values. A request that is not so, or that does not decode
+    as its message, is INVALID_ARGUMENT, and stores nothing.
     """
 
     def __init__(self, channel):
@@ -104,6 +111,13 @@ class RunServiceStub:
 
 class RunServiceServicer:
     """Runs agents durably: start, stream, poll, decide on paused tool calls, cancel.
+
+    Every request is checked before it is served: strings hold no NUL character and at most the
+    characters their field states (1024 where none is stated); Struct fields hold finite numbers only
+    and are at most 64 KiB encoded and 20 levels deep; Timestamps lie between 0001-01-01 and
+    9999-12-31 (nanos 0 to 999999999) and Durations are normalised (|nanos| < 1e9, with the sign of
+    seconds); enum fields hold one of their values. A request that is not so, or that does not decode
+    as its message, is INVALID_ARGUMENT, and stores nothing.
     """
 
     def Run(self, request, context):
@@ -277,6 +291,13 @@ def add_RunServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RunService:
     """Runs agents durably: start, stream, poll, decide on paused tool calls, cancel.
+
+    Every request is checked before it is served: strings hold no NUL character and at most the
+    characters their field states (1024 where none is stated); Struct fields hold finite numbers only
+    and are at most 64 KiB encoded and 20 levels deep; Timestamps lie between 0001-01-01 and
+    9999-12-31 (nanos 0 to 999999999) and Durations are normalised (|nanos| < 1e9, with the sign of
+    seconds); enum fields hold one of their values. A request that is not so, or that does not decode
+    as its message, is INVALID_ARGUMENT, and stores nothing.
     """
 
     @staticmethod
