@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from server.store import reads
 from server.store.contract import Outbox, QueueFull, Store, open_store
 from server.store.records import (
     CANCELLED,
@@ -637,3 +638,12 @@ async def test_closing_commits_what_is_queued(durable_url: str) -> None:
     async with open_store(durable_url, lambda _: None) as reopened:
         _, total = await reopened.list_runs(RunFilter(org_id=ORG), before_number=None, limit=1)
     assert total == 300
+
+
+async def test_list_runs_counts_up_to_a_bound(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The total is bounded work: past the bound it reads as the bound, however many runs match."""
+    monkeypatch.setattr(reads, "MAX_COUNTED_RUNS", 3)
+    for _ in range(5):
+        await queued(store)
+    runs, total = await store.list_runs(RunFilter(org_id=ORG), before_number=None, limit=10)
+    assert (len(runs), total) == (5, 3)

@@ -17,6 +17,8 @@ Fetch = Callable[..., Awaitable[list[Sequence[Row[Any]]]]]
 # run.number is an INTEGER column, 32 bits on PostgreSQL (SERIAL): no run has a larger number, and a
 # larger one cannot even be a query parameter there.
 MAX_RUN_NUMBER = 2**31 - 1
+# ListRuns counts matching runs up to this many (its total_size); more read as this number.
+MAX_COUNTED_RUNS = 100_000
 
 
 def run_number(ref: str) -> int | None:
@@ -75,9 +77,12 @@ class RunReads:
         page = select(*st.VIEW).where(*conditions)
         if before_number is not None:
             page = page.where(RUN.c.number < before_number)
+        # The total is counted up to a bound: an exact count of a huge table on every page would cost
+        # a scan per request.
+        matching = select(RUN.c.number).where(*conditions).limit(MAX_COUNTED_RUNS).subquery()
         rows, count = await self._fetch(
             page.order_by(RUN.c.number.desc()).limit(limit).offset(offset),
-            select(func.count()).select_from(RUN).where(*conditions),
+            select(func.count()).select_from(matching),
         )
         return [run_from_row(r) for r in rows], int(count[0][0])
 

@@ -363,7 +363,7 @@ export declare type ListRunsResponse = Message<"agentrun.v1.ListRunsResponse"> &
   nextPageToken: string;
 
   /**
-   * Number of runs matching the filters.
+   * Number of runs matching the filters, counted up to 100,000 (more are reported as 100,000).
    *
    * @generated from field: int64 total_size = 3;
    */
