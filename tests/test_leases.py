@@ -4,10 +4,12 @@ staying RUNNING forever."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from agentrun.v1 import run_pb2
 
+from server.engine.engine import Submission
 from server.store.records import ERROR, FAILED, RUNNING, NewRun, Outcome
 from tests.conftest import Harness
 from tests.waiting import until
@@ -54,3 +56,17 @@ async def test_a_worker_whose_events_stop_being_stored_stops_its_agent(h: Harnes
     await until(lambda: not engine.executing(run.id), timeout=3, what="the worker to stop its agent")
     final = await h.get(run.id)
     assert (final.state, final.error.reason) == (S.RUN_STATE_FAILED, "WORKER_LOST")
+
+
+async def test_a_run_cancelled_before_its_task_ran_ends_cancelled(h: Harness) -> None:
+    """A cancel that lands between a run's start and the first step of its task: cancelling the
+    task then would skip all of its code, so the run would stay RUNNING with its slot held forever
+    (and CancelRun spun on it)."""
+    engine = h.server.engine
+    sub = Submission(agent_id="slow", input={"message": "tokens=100 delay_ms=50"})
+    run, created = await engine.submit(sub, start=True)
+    assert created and run.state == "RUNNING" and engine.executing(run.id)
+    engine.cancel_here(run.id)  # no await since the start: the task has not run yet
+    final = await asyncio.wait_for(engine.wait(run), timeout=10)
+    assert (final.state, final.error_reason) == ("CANCELLED", "CANCELLED")
+    await until(lambda: not engine.executing(run.id), what="the worker slot to be freed")

@@ -82,10 +82,8 @@ class Dispatcher:
         self._accepting = False
         if self._runners and grace_s > 0:
             await asyncio.wait([t for _, t in self._runners.values()], timeout=grace_s)
-        for runner, task in list(self._runners.values()):
-            if not runner.finalizing:
-                runner.stop_reason = "release"
-                task.cancel()
+        for runner, _ in list(self._runners.values()):
+            runner.interrupt("release")
         if self._runners:
             await asyncio.wait([t for _, t in self._runners.values()], timeout=self.settings.cancel_grace_s)
         for task in self._tasks:
@@ -127,6 +125,12 @@ class Dispatcher:
         runner = Runner(self.store, self.owner, agent, run)
         task = asyncio.create_task(self._execute(runner), name=f"run-{run.id}")
         self._runners[run.id] = (runner, task)
+        # However the task ends, its slot is freed (a task cancelled before it ran runs no finally).
+        task.add_done_callback(lambda done: self._forget(run.id, done))
+
+    def _forget(self, run_id: str, task: asyncio.Task[Any]) -> None:
+        if run_id in self._runners and self._runners[run_id][1] is task:
+            del self._runners[run_id]
 
     def stop(self, run_id: str, message: str = "") -> asyncio.Task[Any] | None:
         """Cancel the run if it executes here (unless it is already stopping or finishing): its task,
@@ -135,9 +139,7 @@ class Dispatcher:
         if local is None:
             return None
         runner, task = local
-        if not runner.finalizing and runner.stop_reason is None:
-            runner.stop_reason, runner.stop_message = "cancel", message
-            task.cancel()
+        runner.interrupt("cancel", message)
         return task
 
     # ---- claiming -----------------------------------------------------------------------
@@ -199,7 +201,7 @@ class Dispatcher:
             log.exception("run %s: runner crashed", runner.run.id)
             await self._fail_claimed(runner.run, "INTERNAL", "the run failed inside the server")
         finally:
-            self._runners.pop(runner.run.id, None)
+            self._forget(runner.run.id, asyncio.current_task())  # type: ignore[arg-type]
             if self._backlog:
                 self._wake.set()
 

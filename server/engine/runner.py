@@ -112,13 +112,28 @@ class Runner:
         self._transcript = Transcript.resume(run.result)
         self._started = time.perf_counter()
 
+    def interrupt(self, reason: str, message: str = "") -> bool:
+        """Stop the run: "cancel" (CancelRun), "release" (shutdown) or "lost" (its events stopped
+        being stored); False when it is already stopping or finishing. A runner whose task has not
+        started only records why: cancelling a task before it runs would skip all of its code, the
+        run's end included, so execute() ends the run at once instead."""
+        if self.finalizing or self.stop_reason is not None:
+            return False
+        self.stop_reason, self.stop_message = reason, message
+        if self._task is not None:
+            self._task.cancel()
+        return True
+
     async def execute(self) -> RunRecord | None:
         self._task = asyncio.current_task()
         run = self.run
-        if run.resume or run.attempt > 1:
-            reason = "RESUMED" if run.resume else "RETRIED"
-            await self._emit(STATUS, {"state": RUNNING, "reason": reason})
-        outcome = await self._drive()
+        if self.stop_reason is not None:  # stopped before it began
+            outcome = self._released() if self.stop_reason == "release" else self._cancelled()
+        else:
+            if run.resume or run.attempt > 1:
+                reason = "RESUMED" if run.resume else "RETRIED"
+                await self._emit(STATUS, {"state": RUNNING, "reason": reason})
+            outcome = await self._drive()
         self.finalizing = True
         # Queued right behind the run's last events (same group commit): the seq condition makes it
         # apply only if every one of them was stored.
@@ -262,10 +277,7 @@ class Runner:
         the end for nothing."""
         if stored.cancelled() or stored.exception() is not None or stored.result():
             return
-        if self.finalizing or self.stop_reason is not None or self._task is None:
-            return
-        self.stop_reason = "lost"
-        self._task.cancel()
+        self.interrupt("lost")
 
     def _elapsed_ms(self) -> int:
         return int((time.perf_counter() - self._started) * 1000)
