@@ -647,3 +647,12 @@ async def test_list_runs_counts_up_to_a_bound(store: Store, monkeypatch: pytest.
         await queued(store)
     runs, total = await store.list_runs(RunFilter(org_id=ORG), before_number=None, limit=10)
     assert (len(runs), total) == (5, 3)
+
+
+async def test_a_deleted_runs_number_is_never_given_again(store: Store) -> None:
+    first = await running(store, "w1")
+    newest = await queued(store)
+    assert await store.transition(newest.id, DONE, states=[QUEUED]) is not None
+    assert await store.delete_run(newest.id) is True
+    after = await queued(store)
+    assert after.number > newest.number > first.number

@@ -40,11 +40,32 @@ def _v4_org_state_index(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v5_run_numbers_never_reused(conn: Connection) -> None:
+    """SQLite gives the largest rowid again once its row is deleted, so deleting the newest run made
+    its number name the next run (family C's run ids are these numbers). AUTOINCREMENT never reuses
+    one: rebuild the table with it. PostgreSQL's sequence never reuses a number."""
+    if conn.dialect.name != "sqlite":
+        return
+    ddl = conn.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'run'")
+    ).scalar_one()
+    if "AUTOINCREMENT" in ddl.upper():
+        return  # created by v1 with the current definition
+    conn.execute(text("ALTER TABLE run RENAME TO run_before_v5"))
+    for index in RUN.indexes:  # they moved with the old table; the new one creates them again
+        conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+    RUN.create(conn)
+    columns = ", ".join(column.name for column in RUN.columns)
+    conn.execute(text(f"INSERT INTO run ({columns}) SELECT {columns} FROM run_before_v5"))
+    conn.execute(text("DROP TABLE run_before_v5"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_run_messages,
     _v3_webhook_outbox,
     _v4_org_state_index,
+    _v5_run_numbers_never_reused,
 ]
 
 

@@ -24,6 +24,8 @@ class RunRow(SQLModel, table=True):
         Index("ix_run_org_number", "org_id", "number"),
         # Per-org counts of running and queued runs (fair-use limits).
         Index("ix_run_state_org", "state", "org_id"),
+        # A deleted run's number is never given to another run (plain rowids reuse the largest).
+        {"sqlite_autoincrement": True},
     )
 
     # Integer primary key: SQLite's rowid, a sequence on PostgreSQL; family C's integer run id.
