@@ -107,6 +107,7 @@ async def serve(settings: Settings, gateway: GatewaySettings | None = None) -> N
             print(f"agentrun-gateway: HTTP on {http.host}:{http.port}", flush=True)
             print(f"  REST API      {http.url}/v1/agents", flush=True)
             print(f"  OpenAPI       {http.url}/openapi.json", flush=True)
+            print(f"  API page      {http.url}/docs", flush=True)
         print("  stop with Ctrl-C (runs in progress get the shutdown grace to finish)", flush=True)
         await stop.wait()
         log.info("shutting down")

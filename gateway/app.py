@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway import errors, keys, ops, sse, transcode, upstream
+from gateway import docs, errors, keys, ops, sse, transcode, upstream
 from gateway.registry import Registry
 from gateway.settings import GatewaySettings
 
@@ -28,12 +28,13 @@ def create_app(settings: GatewaySettings, families: Sequence[Family] = ()) -> we
     registry = Registry(app.router)
     app[keys.SETTINGS] = settings
     app[keys.REGISTRY] = registry
-    app.middlewares.append(errors.middleware(registry.renderer_for))
+    app.middlewares.append(errors.middleware(registry.renderer_for, registry.refusal))
     app.cleanup_ctx.append(upstream.channel_ctx)
     sse.setup(app)
     transcode.setup(app)
     for family in families:
         family(app)
+    docs.setup(app)
     ops.setup(app)  # last: it leaves GET /health to a family that documents its own
     return app
 

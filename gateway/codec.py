@@ -5,9 +5,14 @@ the way the server's BadRequest reports them."""
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
+import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -19,6 +24,16 @@ from gateway.errors import ApiError, FieldViolation
 
 M = TypeVar("M", bound=Message)
 JsonObject = dict[str, Any]
+
+# Deepest nesting of arrays and objects a request body may have (Struct values, JSON Schemas and
+# configs need a handful of levels; protobuf's own parser stops at 100).
+MAX_JSON_DEPTH: Final = 64
+_TOO_DEEP = f"arrays and objects nested deeper than {MAX_JSON_DEPTH} levels"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Left to right: an escaped backslash, a valid surrogate pair, or a lone surrogate escape.
+_ESCAPES = re.compile(
+    r"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(?P<lone>\\u[dD][89a-fA-F][0-9a-fA-F]{2})"
+)
 
 # Types with their own JSON form (a string, any value, ...): parsed whole by json_format.
 WELL_KNOWN = frozenset(
@@ -102,20 +117,104 @@ def invalid(violations: Iterable[FieldViolation]) -> ApiError:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON (None when empty). Too large is 413, malformed is 400."""
+    """The request body as JSON (None when empty). Too large is 413, malformed is 400 (BadJson)."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError.too_large(request.app[keys.SETTINGS].max_body_bytes) from None
-    if not raw.strip():
+    return loads(raw)
+
+
+@dataclass(eq=False)
+class BadJson(ApiError):
+    """400 MALFORMED_JSON: a body that is not JSON the gateway reads (bad syntax, not UTF-8, nested
+    deeper than MAX_JSON_DEPTH, a lone surrogate, a number no double holds). `problem` and
+    `position` (a character offset) let families word it their own way."""
+
+    problem: str = ""
+    position: int = 0
+    not_text: bool = False  # the bytes are not UTF-8 (or -16/-32) text at all
+
+    @classmethod
+    def of(cls, problem: str, text: str = "", position: int = 0, *, not_text: bool = False) -> BadJson:
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        where = f" at line {line} column {column}" if text else ""
+        return cls(
+            400,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"malformed JSON: {problem}{where}",
+            "MALFORMED_JSON",
+            problem=problem,
+            position=position,
+            not_text=not_text,
+        )
+
+
+def loads(raw: bytes | str) -> Any:
+    """JSON text (UTF-8, -16 or -32 bytes, or str) as Python values, None when blank. Anything the
+    codec, protobuf or a family could not hold is a BadJson here, before it can fail deeper: nesting
+    beyond MAX_JSON_DEPTH (json's recursion would), lone UTF-16 surrogates (no UTF-8 encoding, so
+    no protobuf string), NaN/Infinity and numbers beyond a double's range."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode(json.detect_encoding(raw))  # strict: no lone surrogates as bytes
+        except UnicodeDecodeError as exc:
+            raise BadJson.of(f"not UTF-8 text ({exc.reason} at byte {exc.start})", not_text=True) from None
+    else:
+        text = raw
+    if not text.strip():
         return None
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(
+            text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_finite_int
+        )
     except json.JSONDecodeError as exc:
-        message = f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        raise ApiError.invalid(message, reason="MALFORMED_JSON") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError.invalid(f"malformed JSON: {exc}", reason="MALFORMED_JSON") from None
+        raise BadJson.of(exc.msg, text, exc.pos) from None
+    except RecursionError:
+        raise BadJson.of(_TOO_DEEP) from None
+    except ValueError as exc:  # the parse_* hooks; int digits beyond sys.get_int_max_str_digits
+        raise BadJson.of(str(exc)) from None
+    if isinstance(value, dict | list) and text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        _check_depth(value)  # only a body with that many brackets can be that deep
+    if _SURROGATE_ESCAPE.search(text):
+        _check_surrogates(text)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    """Containers nested deeper than MAX_JSON_DEPTH (json.loads itself stops at the interpreter's
+    recursion limit, ~1000, and every recursive walk after it would fail the same way)."""
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        node, depth = level.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_JSON_DEPTH:
+                    raise BadJson.of(_TOO_DEEP)
+                level.append((child, depth + 1))
+
+
+def _check_surrogates(text: str) -> None:
+    for match in _ESCAPES.finditer(text):
+        if match.group("lone"):
+            found = match.group("lone")
+            raise BadJson.of(f"lone surrogate {found} in a string", text, match.start())
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(f"number {token[:40]} is out of range")
+    return value
+
+
+def _finite_int(token: str) -> int:
+    value = int(token)
+    if abs(value) > sys.float_info.max:  # exact: ints compare with floats by value
+        raise ValueError(f"number {token[:40]}... is out of range")
+    return value
 
 
 def field_by_name(descriptor: Any, name: str) -> FieldDescriptor | None:
@@ -236,7 +335,7 @@ def _parse_field(
     scratch = type(message)()
     try:
         json_format.ParseDict({field.json_name: value}, scratch)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError):
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, OverflowError):
         out.append(FieldViolation(path, f"must be {expected_item(field)}"))
         return
     message.MergeFrom(scratch)
@@ -245,7 +344,7 @@ def _parse_field(
 def _parse_whole(data: Any, message: Message, path: str, out: list[FieldViolation]) -> None:
     try:
         json_format.ParseDict(data, message)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError):
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, OverflowError):
         what = _WKT_EXPECTED.get(message.DESCRIPTOR.full_name, "a valid " + message.DESCRIPTOR.name)
         out.append(FieldViolation(path, f"must be {what}"))
 

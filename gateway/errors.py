@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ class ApiError(Exception):
     metadata: Mapping[str, str] = field(default_factory=dict)
     violations: tuple[FieldViolation, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    upstream: bool = False  # the server's answer (from_rpc), not the gateway's own judgement
 
     def __str__(self) -> str:
         return f"{self.status} {self.code.name}: {self.message}"
@@ -106,6 +107,7 @@ class ApiError(Exception):
             metadata,
             tuple(violations),
             _headers(code, metadata),
+            upstream=True,
         )
 
 
@@ -142,9 +144,23 @@ def render_canonical(error: ApiError) -> web.Response:
     return web.json_response(canonical_body(error), status=error.status, headers=error.headers)
 
 
-def middleware(renderer_for: Callable[[web.Request], ErrorRenderer]) -> Middleware:
+# The server's refusals of a caller, which it gives before it looks at a request.
+ACCESS_CODES = frozenset(
+    {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+Refusal = Callable[[web.Request], Awaitable["ApiError | None"]]
+
+
+def middleware(
+    renderer_for: Callable[[web.Request], ErrorRenderer], refusal: Refusal | None = None
+) -> Middleware:
     """Every failure leaves as a rendered ApiError in the shape `renderer_for` picks for the
-    request (route or path prefix), so nothing reaches the client as aiohttp's text pages."""
+    request (route or path prefix), so nothing reaches the client as aiohttp's text pages.
+
+    The server authenticates, authorizes and rate-limits a call before it validates it. A request
+    the gateway refuses itself (a bad body, path or query) never reaches the server, so before
+    answering with that 4xx it asks `refusal` for the server's verdict on the caller: 401, 403 or
+    429, when due, come first, as they would from the server."""
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -163,9 +179,15 @@ def middleware(renderer_for: Callable[[web.Request], ErrorRenderer]) -> Middlewa
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             error = ApiError.internal()
+        if refusal is not None and _own_verdict(error):
+            error = await refusal(request) or error
         return renderer_for(request)(error)
 
     return errors
+
+
+def _own_verdict(error: ApiError) -> bool:
+    return not error.upstream and 400 <= error.status < 500 and error.code not in ACCESS_CODES
 
 
 def _status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:

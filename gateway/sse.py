@@ -20,7 +20,7 @@ import grpc
 from agentrun.v1 import run_pb2, run_service_pb2
 from aiohttp import web
 
-from gateway import keys
+from gateway import keys, rules
 from gateway.errors import ApiError, FieldViolation
 from gateway.upstream import StreamCall
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S: Final = 60.0
 HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 OPEN_STREAMS: web.AppKey[set[StreamCall]] = web.AppKey("agentrun.gateway.open_streams")
+MAX_SEQ: Final = rules.MAX_SEQ  # what the server stores (and takes as after_seq)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # SSE's only line terminators (not str.splitlines's)
 
 
@@ -76,14 +77,34 @@ async def _end_streams(app: web.Application) -> None:
 
 def resume_after(request: web.Request) -> int | None:
     """The seq a reconnecting client saw last: the Last-Event-ID header, or `lastEventId` in the
-    query for clients that cannot set headers (EventSource polyfills send that)."""
-    raw = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
-    if raw is None or not raw.strip():
-        return None
-    if not raw.strip().isdigit():
-        violation = FieldViolation("Last-Event-ID", "must be the id (seq) of a received event")
-        raise ApiError.invalid("Last-Event-ID must be a non-negative integer", [violation])
-    return int(raw)
+    query for clients that cannot set headers (EventSource polyfills send that); the header wins.
+    Each one given must be a decimal seq from 0 to MAX_SEQ, else a 400 names it."""
+    given = [
+        (name, value.strip())
+        for name, value in (
+            ("Last-Event-ID", request.headers.get("Last-Event-ID", "")),
+            ("lastEventId", request.query.get("lastEventId", "")),
+        )
+        if value.strip()
+    ]
+    bad = [name for name, text in given if not is_seq(text)]
+    if bad:
+        violations = [
+            FieldViolation(n, f"must be the id (seq) of a received event: 0 to {MAX_SEQ}") for n in bad
+        ]
+        raise ApiError.invalid(f"{bad[0]} must be an integer from 0 to {MAX_SEQ}", violations)
+    return int(given[0][1]) if given else None
+
+
+def is_seq(text: str) -> bool:
+    """A decimal event seq, 0 to MAX_SEQ (the length is checked first: int() of thousands of
+    digits is slow, and of more it raises)."""
+    return (
+        text.isascii()
+        and text.isdigit()
+        and len(text.lstrip("0")) <= len(str(MAX_SEQ))
+        and int(text) <= MAX_SEQ
+    )
 
 
 async def stream_run(

@@ -17,7 +17,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from gateway import codec, keys, openapi, sse
+from gateway import codec, keys, openapi, rules, sse
 from gateway.errors import ApiError, FieldViolation, canonical_body
 
 SERVICE = run_service_pb2.DESCRIPTOR.services_by_name["RunService"]
@@ -25,6 +25,7 @@ SERVICE = run_service_pb2.DESCRIPTOR.services_by_name["RunService"]
 # segment stops at ":" so GET /v1/runs/{run_id} never swallows /v1/runs/x:stream.
 _VARIABLE = re.compile(r"\{([^{}=]+)(?:=([^{}]*))?\}")
 _SEGMENT_REGEX = {"*": "[^/:]+", "**": "[^:]+"}
+_ROUTE_VARIABLE = re.compile(r"\{([^{}:]+):[^{}]+\}")
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 _NOT_IN_QUERY = {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
 RESERVED_STREAM_QUERY = frozenset({"lastEventId"})  # read by gateway.sse, not a request field
@@ -43,6 +44,14 @@ class Binding:
     @property
     def streaming(self) -> bool:
         return bool(self.method.server_streaming)
+
+    @property
+    def access_rpc(self) -> str:
+        """The unary method whose access rules this binding follows: a stream that starts a run
+        is a Run, one that re-attaches a GetRun."""
+        if not self.streaming:
+            return str(self.method.name)
+        return "Run" if self.body else "GetRun"
 
     @property
     def name(self) -> str:
@@ -84,21 +93,31 @@ def _binding(method: MethodDescriptor, rule: http_pb2.HttpRule, index: int) -> B
 
 
 def to_route_path(template: str) -> tuple[str, list[tuple[str, str]]]:
-    """`/v1/agents/{run.agent_id}/runs:stream` -> `/v1/agents/{run__agent_id:[^/:]+}/runs:stream`
-    (aiohttp variables are identifiers; a custom verb is a literal suffix)."""
+    """`/v1/agents/{run.agent_id}/runs:stream` -> `/v1/agents/{agent_id:[^/:]+}/runs:stream` and
+    [("agent_id", "run.agent_id")]: a variable is named by its field's own name (the last part of
+    the path; the whole path with "_" for "." if two would share it), since aiohttp variables are
+    identifiers and OpenAPI tools cannot read dotted parameter names. A custom verb is a literal
+    suffix."""
+    matches = list(_VARIABLE.finditer(template))
+    leaves = [m.group(1).rsplit(".", 1)[-1] for m in matches]
     parts: list[str] = []
     variables: list[tuple[str, str]] = []
     position = 0
-    for match in _VARIABLE.finditer(template):
+    for match, leaf in zip(matches, leaves, strict=True):
         field_path, segments = match.group(1), match.group(2) or "*"
         if segments not in _SEGMENT_REGEX:
             raise ValueError(f"unsupported path template variable {match.group(0)!r} in {template}")
-        name = field_path.replace(".", "__")
+        name = leaf if leaves.count(leaf) == 1 else field_path.replace(".", "_")
         parts += [template[position : match.start()], f"{{{name}:{_SEGMENT_REGEX[segments]}}}"]
         variables.append((name, field_path))
         position = match.end()
     parts.append(template[position:])
     return "".join(parts), variables
+
+
+def doc_path(route_path: str) -> str:
+    """The OpenAPI path of a route path: `{name:regex}` -> `{name}`."""
+    return _ROUTE_VARIABLE.sub(r"{\1}", route_path)
 
 
 # ---- request and response --------------------------------------------------------------------
@@ -215,29 +234,50 @@ def setup(app: web.Application) -> None:
     registry = app[keys.REGISTRY]
     # Fixed paths first: with ":"-free segments no two templates overlap today; this keeps a
     # future overlapping pair resolving to the more literal route.
-    for binding in sorted(bindings(), key=lambda b: (len(b.variables), -len(b.template))):
+    all_bindings = bindings()
+    registry.schemas.path_bound = path_bound(all_bindings)
+    for binding in sorted(all_bindings, key=lambda b: (len(b.variables), -len(b.template))):
         handler = handle_stream if binding.streaming else handle_unary
         registry.add(
             binding.verb,
             binding.route_path,
             functools.partial(handler, binding=binding),
             operation=operation(binding, registry.schemas),
-            doc_path=binding.template,
+            doc_path=doc_path(binding.route_path),
             name=binding.name,
+            rpc=binding.access_rpc,
         )
+
+
+def path_bound(found: list[Binding]) -> dict[str, set[str]]:
+    """Per message, the fields every HTTP body of it leaves to the URL path (RunRequest.agent_id,
+    ContinueRequest.run_id, ...): the body schemas document them as not allowed."""
+    bound: dict[str, set[str]] = {}
+    for binding in found:
+        if binding.body != "*":
+            continue
+        for _, path in binding.variables:
+            fields = codec.resolve(binding.method.input_type, path)
+            assert fields is not None
+            owner: Descriptor = binding.method.input_type
+            if len(fields) > 1:
+                nested = fields[-2].message_type
+                assert nested is not None  # a dotted path goes through messages
+                owner = nested
+            bound.setdefault(owner.full_name, set()).add(fields[-1].name)
+    return bound
 
 
 def operation(binding: Binding, schemas: openapi.Schemas) -> openapi.Operation:
     method = binding.method
-    parameters = [
-        openapi.parameter(path, "path", schemas.field(_field(method.input_type, path)))
-        for _, path in binding.variables
-    ]
+    parameters = [_path_parameter(name, path, method.input_type, schemas) for name, path in binding.variables]
     if binding.body != "*":
         parameters += list(_query_parameters(binding, schemas))
     body = None
+    body_required = False
     if binding.body == "*":
         body = schemas.message(method.input_type)
+        body_required = method.input_type.full_name in rules.REQUIRED
     elif binding.body:
         body = schemas.field(_field(method.input_type, binding.body))
     summary = f"{method.name} ({binding.verb} {binding.template})"
@@ -251,12 +291,21 @@ def operation(binding: Binding, schemas: openapi.Schemas) -> openapi.Operation:
             tags=tags,
             parameters=parameters,
             body=body,
+            body_required=body_required,
         )
     parameters += _resume_parameters()
     stream = {
-        "type": "string",
-        "description": "SSE: per event `id: <seq>` and `data: <StreamRunResponse ProtoJSON>`; "
-        "a failure after the headers is an `error` event with the error body as data.",
+        "anyOf": [
+            openapi.sse_event(
+                data=schemas.message(method.output_type),
+                description="one run event: `id: <seq>`, `data: <StreamRunResponse ProtoJSON>`",
+            ),
+            openapi.sse_event(
+                ["error"],
+                openapi.ref(openapi.ERROR),
+                description="a failure after the stream opened: the error body as data",
+            ),
+        ]
     }
     return openapi.operation(
         op_id,
@@ -265,15 +314,31 @@ def operation(binding: Binding, schemas: openapi.Schemas) -> openapi.Operation:
         tags=tags,
         parameters=parameters,
         body=body,
-        content_type="text/event-stream",
+        body_required=body_required,
+        content_type=openapi.SSE,
     )
+
+
+def _path_parameter(name: str, path: str, request: Descriptor, schemas: openapi.Schemas) -> openapi.Schema:
+    # What the server checks on the field, not empty (the value is percent-decoded: "/" and ":"
+    # reach the field as %2F and %3A).
+    schema = {**_in_url(schemas.field(_field(request, path))), "minLength": 1}
+    return openapi.parameter(name, "path", schema, description=f"Sets `{path}` of the request.")
+
+
+def _in_url(schema: openapi.Schema) -> openapi.Schema:
+    """A 64-bit integer in a URL is plain decimal text: documented as an integer, so its range,
+    not the JSON string form's pattern, bounds it."""
+    if schema.get("type") == ["string", "integer"]:
+        schema = {k: v for k, v in schema.items() if k != "pattern"} | {"type": "integer"}
+    return schema
 
 
 def _query_parameters(binding: Binding, schemas: openapi.Schemas) -> Iterator[openapi.Schema]:
     bound = {path for _, path in binding.variables} | {binding.body}
     for path, field in _leaf_fields(binding.method.input_type, "", 0):
         if path not in bound and not any(path.startswith(b + ".") for b in bound if b):
-            yield openapi.parameter(path, "query", schemas.field(field))
+            yield openapi.parameter(path, "query", _in_url(schemas.field(field)))
 
 
 def _leaf_fields(descriptor: Descriptor, prefix: str, depth: int) -> Iterator[tuple[str, FieldDescriptor]]:
@@ -296,7 +361,7 @@ def _is_plain_singular(field: FieldDescriptor) -> bool:
 
 
 def _resume_parameters() -> list[openapi.Schema]:
-    seq = {"type": "integer", "minimum": 0}
+    seq = {"type": "integer", "minimum": 0, "maximum": sse.MAX_SEQ}
     text = "Re-attach: send only events with a larger seq (the last `id:` received)."
     return [
         openapi.parameter("Last-Event-ID", "header", seq, description=text),

@@ -9,17 +9,21 @@ from typing import TypeVar
 import grpc
 from agentrun.v1 import run_service_pb2, run_service_pb2_grpc
 from aiohttp import web
+from google.protobuf import message_factory
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import keys
-from gateway.errors import ApiError
+from gateway.errors import ACCESS_CODES, ApiError
 
 R = TypeVar("R")
 Metadata = Sequence[tuple[str, str]]
 StreamCall = grpc.aio.UnaryStreamCall[run_service_pb2.StreamRunRequest, run_service_pb2.StreamRunResponse]
 
-RUN_SERVICE = run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
+SERVICE = run_service_pb2.DESCRIPTOR.services_by_name["RunService"]
+RUN_SERVICE = SERVICE.full_name
+# Set on a request once the server has judged its caller (a call came back, whatever its answer).
+CONSULTED: web.RequestKey[bool] = web.RequestKey("agentrun.gateway.consulted", bool)
 # Request headers passed on as gRPC metadata: the server does auth and tenancy once for every
 # transport, so the gateway forwards credentials rather than judging them.
 FORWARDED_HEADERS = ("authorization", "x-api-key", "x-request-id", "traceparent", "tracestate")
@@ -51,9 +55,31 @@ class Upstream:
         """One unary call, e.g. `await up.call(up.runs.GetRun, GetRunRequest(...), request)`;
         a gRPC failure leaves as ApiError (the parsed google.rpc.Status)."""
         try:
-            return await rpc(message, metadata=forwarded_metadata(request), timeout=timeout)
+            response = await rpc(message, metadata=forwarded_metadata(request), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
+            if request is not None and exc.code() not in ACCESS_CODES:
+                request[CONSULTED] = True
             raise ApiError.from_rpc(exc) from None
+        if request is not None:
+            request[CONSULTED] = True
+        return response
+
+    async def refusal(self, rpc: str, request: web.Request, timeout: float) -> ApiError | None:
+        """The server's refusal of this request's caller for RunService's `rpc` (401, 403, 429),
+        or None. Asked with an empty request, which the server refuses as invalid (or answers,
+        for reads) only after it has authenticated, authorized and rate-limited the caller, and
+        which never starts, changes or deletes anything."""
+        method = SERVICE.methods_by_name[rpc]
+        message = message_factory.GetMessageClass(method.input_type)()
+        if "page_size" in method.input_type.fields_by_name:
+            setattr(message, "page_size", 1)  # noqa: B010 - any of several message types
+        call: Callable[..., Awaitable[Message]] = getattr(self.runs, rpc)
+        try:
+            await call(message, metadata=forwarded_metadata(request), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in ACCESS_CODES:
+                return ApiError.from_rpc(exc)
+        return None
 
     def stream_run(
         self, message: run_service_pb2.StreamRunRequest, request: web.Request | None = None

@@ -300,8 +300,13 @@ async def test_approval_round_trip(gw: Gateway, decision: dict[str, str], approv
     )
     assert "requiredAction" not in done["metadata"]
 
-    again = problem(await gw.http.post(url, json=decision), 400)
-    assert again["detail"] == "Run is not in PAUSED state (status: COMPLETED)"
+    # The same decision again (a retry) is applied once and answered the same; another is refused.
+    again = await gw.http.post(url, json=decision)
+    assert again.status_code == 200 and again.json()["runId"] == done["runId"]
+    assert again.json()["status"] == "COMPLETED" and len(again.json()["tools"]) == 1
+    other = {"action": "REJECT" if approved else "APPROVE"}
+    refused = problem(await gw.http.post(url, json=other), 400)
+    assert refused["detail"] == "Run is not in PAUSED state (status: COMPLETED)"
 
 
 async def test_continue_errors(gw: Gateway) -> None:

@@ -63,11 +63,11 @@ async def test_openapi_describes_every_route_and_validates(gw: Gateway) -> None:
     served = set()
     for route in gw.running.app.router.routes():
         assert route.resource is not None
-        served.add((route.method, route.resource.canonical.replace("__", ".")))
+        served.add((route.method, route.resource.canonical))
     assert documented == served
-    stream = doc["paths"]["/v1/agents/{run.agent_id}/runs:stream"]["post"]
+    stream = doc["paths"]["/v1/agents/{agent_id}/runs:stream"]["post"]
     assert "text/event-stream" in stream["responses"]["200"]["content"]
-    assert [p["name"] for p in stream["parameters"] if p["in"] == "path"] == ["run.agent_id"]
+    assert [p["name"] for p in stream["parameters"] if p["in"] == "path"] == ["agent_id"]
     list_runs = doc["paths"]["/v1/runs"]["get"]
     assert {"agent_id", "states", "page_size", "create_time_after"} <= {
         p["name"] for p in list_runs["parameters"]

@@ -132,7 +132,7 @@ async def test_a_new_run_is_queued_with_its_start_event(store: Store, published:
     assert (by_id.id, by_number.id, by_id.state, by_id.input) == (run.id, run.id, QUEUED, {"message": "hi"})
     assert await store.get_run(run.id, org="org-b") is None
     assert await store.get_run(run.id, org=ORG) is not None
-    found = await store.get_runs([run.id, "no-such-run", "999999"])
+    found = await store.get_runs([run.id, "no-such-run", "999999", str(run.number)])
     assert {ref: r.id for ref, r in found.items()} == {run.id: run.id, str(run.number): run.id}
     assert await store.get_runs([run.id], org="org-b") == {}
 

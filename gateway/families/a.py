@@ -15,7 +15,7 @@ from agentrun.v1 import run_service_pb2 as pb
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway import codec, errors, keys, openapi, sse
+from gateway import codec, errors, keys, openapi, rules, sse
 from gateway.errors import ApiError, FieldViolation
 from gateway.families import a_shapes as shapes
 from gateway.registry import Registry
@@ -95,7 +95,9 @@ def _param(violation: FieldViolation) -> dict[str, str]:
 def _problems(registry: Registry) -> Middleware:
     """Renders this family's failures with the request path as `instance` (an ErrorRenderer sees
     only the error); requests of other surfaces pass through to the core's middleware."""
-    inner = errors.middleware(lambda request: functools.partial(render_problem, instance=request.path))
+    inner = errors.middleware(
+        lambda request: functools.partial(render_problem, instance=request.path), registry.refusal
+    )
 
     @web.middleware
     async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -124,6 +126,7 @@ _OPTIONS = {
     "systemPrompt": "system_prompt",
 }
 _SNAKE = re.compile(r"_([a-z0-9])")
+_BOOLEANS = frozenset({"true", "false", "on", "off", "yes", "no", "1", "0", ""})
 
 
 async def _body(request: web.Request, *, required: bool) -> dict[str, Any]:
@@ -220,6 +223,11 @@ def _json(value: Any) -> web.Response:
 
 
 async def list_agents(request: web.Request) -> web.Response:
+    # Every agent is active; the flag is still read as Spring reads a boolean parameter.
+    flag = request.query.get("includeInactive")
+    if flag is not None and flag.strip().lower() not in _BOOLEANS:
+        violation = FieldViolation("includeInactive", "must be true or false")
+        raise ApiError.invalid("Failed to convert value of parameter 'includeInactive'", [violation])
     up = request.app[keys.UPSTREAM]
     response = await up.call(up.runs.ListAgents, pb.ListAgentsRequest(), request)
     return _json([shapes.agent_definition(agent) for agent in response.agents])
@@ -317,38 +325,69 @@ def setup(app: web.Application) -> None:
     ref = {
         name: registry.schemas.add(f"operativus.{name}", schema) for name, schema in shapes.SCHEMAS.items()
     }
-    agent, run = _path("agentId"), _path("runId")
+    # The agent named by a run route must exist (ids: at most 64 characters); after that the path's
+    # agentId is a routing hint the status, continue and cancel routes do not read.
+    agent, hint = _path("agentId", rules.MAX_AGENT_ID_CHARS), _path("agentId")
+    run, any_run = _path("runId", rules.MAX_RUN_REF_CHARS), _path("runId")
     runs = "/api/agents/{agentId}/runs"
-    sse_text = {"type": "string", "description": "data-only SSE frames, each an operativus.StreamEvent"}
-    include = openapi.parameter("includeInactive", "query", {"type": "boolean"})
-    run_ids = openapi.parameter("runIds", "query", {"type": "string"}, required=True)
+    sse_frames = openapi.sse_event(
+        data=ref["StreamEvent"], description="data-only frames (no `event:` line), each an AgentStreamEvent"
+    )
+    include = openapi.parameter(
+        "includeInactive", "query", {"type": "boolean"}, description="every agent is active"
+    )
+    run_ids = openapi.parameter(
+        "runIds",
+        "query",
+        {"type": "string", "pattern": rf"^[^,\x00]{{0,64}}(?:,[^,\x00]{{0,64}}){{0,{MAX_RUN_IDS - 1}}}$"},
+        required=True,
+        description=f"run ids, comma-separated (or the parameter repeated); at most {MAX_RUN_IDS}",
+    )
     routes: list[tuple[str, str, Handler, openapi.Operation]] = [
         ("GET", "/api/agents", list_agents, _op("listAgents", _array(ref["AgentDefinition"]), [include])),
         ("GET", "/api/agents/{agentId}", get_agent, _op("getAgent", ref["AgentDefinition"], [agent])),
         ("POST", runs, run_sync, _op("run", ref["RunResponse"], [agent], ref["RunRequest"])),
-        ("POST", f"{runs}/stream", run_stream, _op("streamRun", sse_text, [agent], ref["RunRequest"])),
+        ("POST", f"{runs}/stream", run_stream, _op("streamRun", sse_frames, [agent], ref["RunRequest"])),
         ("POST", f"{runs}/background", run_background, _op("runBackground", ref["BackgroundRun"], [agent])),
         (
             "GET",
             f"{runs}/status",
             batch_status,
-            _op("batchStatus", _array(ref["AgentRun"]), [agent, run_ids]),
+            _op("batchStatus", _array(ref["AgentRun"]), [hint, run_ids]),
         ),
-        ("GET", runs + "/{runId}/status", run_status, _op("runStatus", ref["AgentRun"], [agent, run])),
+        ("GET", runs + "/{runId}/status", run_status, _op("runStatus", ref["AgentRun"], [hint, run])),
         (
             "POST",
             runs + "/{runId}/continue",
             continue_run,
-            _op("continueRun", ref["RunResponse"], [agent, run]),
+            _op("continueRun", ref["RunResponse"], [hint, run]),
         ),
-        ("DELETE", runs + "/{runId}", cancel_run, _op("cancelRun", {}, [agent, run])),
+        ("DELETE", runs + "/{runId}", cancel_run, _op("cancelRun", {}, [hint, any_run])),
     ]
     for method, path, handler, operation in routes:
         operation["responses"]["default"]["content"] = {PROBLEM_JSON: {"schema": ref["Problem"]}}
-        registry.add(method, path, handler, operation=operation, errors=render_problem)
+        rpc = _RPCS[handler]
+        route = _ROUTE_PATHS.get(path, path)
+        registry.add(
+            method, route, handler, operation=operation, errors=render_problem, rpc=rpc, doc_path=path
+        )
     _document_bodies(routes, ref)
     registry.errors_under("/api/", render_problem)
     app.middlewares.append(_problems(registry))
+
+
+# The RunService method behind each route (its access check answers before a local 400).
+_RPCS: dict[Handler, str] = {
+    list_agents: "ListAgents",
+    get_agent: "GetAgent",
+    run_sync: "Run",
+    run_stream: "Run",
+    run_background: "Run",
+    batch_status: "BatchGetRuns",
+    run_status: "GetRun",
+    continue_run: "Continue",
+    cancel_run: "CancelRun",
+}
 
 
 def _op(
@@ -369,15 +408,28 @@ def _document_bodies(routes: list[tuple[str, str, Handler, openapi.Operation]], 
         "content": openapi.json_content(ref["ContinueRequest"]),
     }
     ok = by_id["streamRun"]["responses"]["200"]
-    ok["content"] = {"text/event-stream": ok["content"]["application/json"]}
+    ok["content"] = {openapi.SSE: ok["content"]["application/json"]}
     by_id["cancelRun"]["responses"] = {
         "204": {"description": "cancelled (also for a finished or unknown run)"},
         "default": by_id["cancelRun"]["responses"]["default"],
     }
 
 
-def _path(name: str) -> openapi.Schema:
-    return openapi.parameter(name, "path", {"type": "string"})
+def _path(name: str, max_chars: int | None = None) -> openapi.Schema:
+    """A path segment (no "/", "{" or "}"); `max_chars`: what the server takes there."""
+    schema: openapi.Schema = {"type": "string", "minLength": 1, "pattern": r"^[^/{}]+$"}
+    if max_chars is not None:
+        schema = rules.text(max_chars, r"^[^/{}\x00]+$", min_chars=1)
+    return openapi.parameter(name, "path", schema)
+
+
+# DELETE …/runs/{runId} must not take the literal paths beside it (…/runs/status and the POST-only
+# …/runs/stream, …/runs/background): their 405s then allow exactly the methods documented for them.
+_ROUTE_PATHS = {
+    "/api/agents/{agentId}/runs/{runId}": (
+        "/api/agents/{agentId}/runs/{runId:(?!(?:status|stream|background)$)[^/]+}"
+    ),
+}
 
 
 def _array(items: openapi.Schema) -> openapi.Schema:

@@ -13,6 +13,7 @@ from agentrun.v1 import run_pb2
 from google.protobuf import timestamp_pb2
 
 from common.shapes import iso
+from gateway import rules
 
 R = run_pb2
 JsonObject = dict[str, Any]
@@ -242,6 +243,18 @@ _STR, _INT, _BOOL, _NUM = {"type": "string"}, {"type": "integer"}, {"type": "boo
 _OPT_STR: JsonObject = {"type": ["string", "null"]}
 _TIME: JsonObject = {"type": ["string", "null"], "format": "date-time"}
 _STATUS: JsonObject = {"type": "string", "enum": list(STATUS.values())}
+_DECISION: JsonObject = {
+    "type": "string",
+    "enum": ["APPROVE", "REJECT", "APPROVED", "REJECTED"],
+    "description": "case and surrounding blanks do not matter",
+}
+
+
+def _nullable(schema: JsonObject) -> JsonObject:
+    """An optional body field: null is the same as leaving it out."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 _REQUIRED_ACTION = _object({"type": _STR, "tool": _STR, "args": _STR, "approvalId": _STR})
 
 SCHEMAS: dict[str, JsonObject] = {
@@ -250,22 +263,46 @@ SCHEMAS: dict[str, JsonObject] = {
     ),
     "RunRequest": _object(
         {
-            "message": _STR,
-            "sessionId": _STR,
-            "userId": _STR,
-            "orgId": _STR,
-            "generateFollowups": _BOOL,
-            "media": {"type": "array", "items": _object({"type": _STR, "data": _STR}, ("type", "data"))},
-            "options": _object(
+            "message": {
+                **rules.text(rules.MAX_MESSAGE_CHARS, rules.NOT_BLANK, min_chars=1),
+                "description": "the prompt; not blank",
+            },
+            "sessionId": _nullable(rules.text(rules.MAX_ID_CHARS)),
+            "userId": _nullable(rules.text(rules.MAX_ID_CHARS)),
+            "orgId": _nullable(rules.text(rules.MAX_ID_CHARS)),
+            "generateFollowups": _nullable(_BOOL),
+            "media": _nullable(
                 {
-                    "model": _STR,
-                    "provider": _STR,
-                    "temperature": _NUM,
-                    "maxTokens": _INT,
-                    "systemPrompt": _STR,
+                    "type": "array",
+                    "maxItems": rules.MAX_MEDIA_ITEMS,
+                    "items": _object(
+                        {
+                            "type": rules.text(rules.MAX_CHARS["type"], rules.MIME_TYPE),
+                            "data": {
+                                **rules.text(rules.MAX_CHARS["data"]),
+                                "anyOf": [
+                                    {"pattern": rules.BASE64, "contentEncoding": "base64"},
+                                    {"format": "uri", "pattern": rules.HTTP_URL},
+                                ],
+                                "description": "base64 content, or a public http(s) URL",
+                            },
+                        },
+                        ("type", "data"),
+                    ),
                 }
             ),
-            "stream": _BOOL,
+            "options": _nullable(
+                _object(
+                    {
+                        "model": _nullable(rules.model_name()),
+                        "provider": _nullable(rules.text(rules.MAX_CHARS["provider"])),
+                        "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2}),
+                        "maxTokens": _nullable({"type": "integer", "minimum": 1, "maximum": rules.MAX_INT32}),
+                        "systemPrompt": _nullable(rules.text(rules.MAX_CHARS["system_prompt"])),
+                    }
+                )
+            ),
+            "stream": {"description": "ignored"},
         },
         ("message",),
     ),
@@ -321,12 +358,18 @@ SCHEMAS: dict[str, JsonObject] = {
         ("id", "runId", "agentId", "status", "createdAt"),
     ),
     "BackgroundRun": _object({"runId": _STR, "status": {"const": "QUEUED"}}, ("runId", "status")),
-    "ContinueRequest": _object(
-        {
-            "action": {"type": "string", "enum": ["APPROVE", "REJECT", "APPROVED", "REJECTED"]},
-            "decision": {"type": "string", "enum": ["APPROVE", "REJECT", "APPROVED", "REJECTED"]},
-        }
-    ),
+    "ContinueRequest": {
+        **_object(
+            {
+                "action": _DECISION,
+                "decision": {**_DECISION, "description": "read when `action` is absent"},
+                "approvalId": _nullable(rules.text(rules.MAX_CHARS["tool_call_id"])),
+                "toolCallId": _nullable(rules.text(rules.MAX_CHARS["tool_call_id"])),
+                "reason": _nullable(rules.text(rules.MAX_CHARS["reason"])),
+            }
+        ),
+        "anyOf": [{"required": ["action"]}, {"required": ["decision"]}],
+    },
     "StreamEvent": _object(
         {
             "event": {"type": "string", "enum": list(_KINDS.values())},

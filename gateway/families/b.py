@@ -5,7 +5,6 @@ failure in FastAPI's {"detail": ...} shape (422: pydantic's error list)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,8 +57,12 @@ def _location(field: str) -> tuple[str, ...]:
 
 
 def _loc(field: str) -> list[str]:
-    # The one field outside a body: the stream's resume point.
-    return ["header", field] if field == "Last-Event-ID" else ["body", *_location(field)]
+    # The one field outside a body: the stream's resume point, from its header or the query.
+    if field == "Last-Event-ID":
+        return ["header", field]
+    if field == "lastEventId":
+        return ["query", field]
+    return ["body", *_location(field)]
 
 
 def _value_at(body: Any, location: tuple[str, ...]) -> Any:
@@ -87,12 +90,34 @@ def _up(request: web.Request) -> Upstream:
     return request.app[keys.UPSTREAM]
 
 
+def _header(request: web.Request, name: str) -> str:
+    """A header as Starlette reads it when it is not UTF-8: as Latin-1 (aiohttp keeps the bytes
+    as lone surrogates, which no protobuf string takes)."""
+    value = request.headers.get(name, "")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode(errors="surrogateescape").decode("latin-1")
+    return value
+
+
 def _base_url(request: web.Request) -> str:
     """scheme://host as the client reached us, through a proxy's X-Forwarded-* if there is one."""
     proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
     host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
     scheme = proto if proto in ("http", "https") else request.scheme
-    return f"{scheme}://{host if _HOST.match(host) else request.host}"
+    if not _HOST.match(host):
+        host = request.host if _HOST.match(request.host) else _local_host(request)
+    return f"{scheme}://{host}"
+
+
+def _local_host(request: web.Request) -> str:
+    """host:port this gateway was reached at, for a request whose Host header is no host name."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        host = str(sockname[0])
+        return f"[{host}]:{sockname[1]}" if ":" in host else f"{host}:{sockname[1]}"
+    return "localhost"
 
 
 # ---- submit ---------------------------------------------------------------------------------
@@ -100,7 +125,7 @@ def _base_url(request: web.Request) -> str:
 
 async def submit(request: web.Request) -> web.Response:
     body = await _read_body(request)
-    header_key = request.headers.get("Idempotency-Key", "").strip()
+    header_key = _header(request, "Idempotency-Key").strip()
     try:
         message = b_requests.submit_request(body, header_key, request.app[keys.SETTINGS].family_b_agent)
     except b_requests.InvalidBody as exc:
@@ -120,20 +145,10 @@ async def submit(request: web.Request) -> web.Response:
 async def _read_body(request: web.Request) -> Any:
     try:
         return await codec.read_json(request)
-    except ApiError as exc:
-        if exc.reason != "MALFORMED_JSON":
-            raise
-        problem = exc.message.removeprefix("malformed JSON: ")
-    position = 0
-    try:
-        json.loads(await request.read())  # aiohttp keeps the body: read again for the position
-    except json.JSONDecodeError as err:
-        position, problem = err.pos, err.msg
-    except ValueError:
-        pass
-    raise _unprocessable(
-        [b_requests.item("json_invalid", ["body", position], "JSON decode error", {}, {"error": problem})]
-    )
+    except codec.BadJson as exc:
+        error = {"error": exc.problem}
+        item = b_requests.item("json_invalid", ["body", exc.position], "JSON decode error", {}, error)
+        raise _unprocessable([item]) from None
 
 
 async def _submit_error(request: web.Request, error: ApiError, body: Any) -> ApiError:
@@ -219,8 +234,8 @@ async def delete(request: web.Request) -> web.Response:
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
+    after = _resume_point(request)  # FastAPI checks parameters before the handler runs
     run = await _get(request, _job_id(request))  # unknown job: 404 before the stream opens
-    after = sse.resume_after(request) or 0
     job = b_stream.JobStream(run, request.app[keys.SETTINGS].sse_heartbeat_s)
     if after:  # the status, progress and answer so far, for what is still to come
         job.seed(await _events(request, run.id, after))
@@ -236,6 +251,21 @@ async def stream(request: web.Request) -> web.StreamResponse:
         heartbeat=lambda: _frames([job.heartbeat()])[0],
     )
     return await sse.stream_run(request, pb.StreamRunRequest(run_id=run.id), fmt)
+
+
+def _resume_point(request: web.Request) -> int:
+    """The seq to resume after (Last-Event-ID, else ?lastEventId=; 0 without either), each one
+    given validated as an int 0..MAX_SEQ parameter of the route; sse.stream_run reads it again."""
+    errors: list[Json] = []
+    for where, name, raw in (
+        ("header", "Last-Event-ID", request.headers.get("Last-Event-ID")),
+        ("query", "lastEventId", request.query.get("lastEventId")),
+    ):
+        if raw is not None and raw.strip():
+            _query_int(raw, name, 0, 0, sse.MAX_SEQ, errors, where)
+    if errors:
+        raise _unprocessable(errors)
+    return sse.resume_after(request) or 0  # still refuses what int() forgives ("+1", "1_0")
 
 
 def _frames(named: list[b_stream.Named]) -> list[sse.Frame]:
@@ -286,12 +316,19 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 def _query_int(
-    raw: str | None, name: str, default: int, low: int, high: int | None, errors: list[Json]
+    raw: str | None,
+    name: str,
+    default: int,
+    low: int,
+    high: int | None,
+    errors: list[Json],
+    where: str = "query",
 ) -> int:
-    """FastAPI's Query(default, ge=low, le=high) validation of one integer parameter."""
+    """FastAPI's Query(default, ge=low, le=high) validation of one integer parameter (or of a
+    header's, with `where="header"`)."""
     if raw is None:
         return default
-    loc = ["query", name]
+    loc = [where, name]
     try:
         value = int(raw.strip())
     except ValueError:
@@ -347,15 +384,16 @@ def setup(app: web.Application) -> None:
     registry = app[keys.REGISTRY]
     registry.errors_under("/api/v1/", render)
     ops = b_docs.operations(registry.schemas, PREFIX)
-    for method, path, handler in (
-        ("POST", PREFIX, submit),
-        ("GET", PREFIX, list_jobs),
-        ("GET", PREFIX + "/{job_id}", status),
-        ("DELETE", PREFIX + "/{job_id}", delete),
-        ("GET", PREFIX + "/{job_id}/result", result),
-        ("POST", PREFIX + "/{job_id}/cancel", cancel),
-        ("GET", PREFIX + "/{job_id}/stream", stream),
-        ("GET", "/health", health),
-        ("GET", "/stats", stats),
+    # With the RunService method behind each route: its access check answers before a local 4xx.
+    for method, path, handler, rpc in (
+        ("POST", PREFIX, submit, "Run"),
+        ("GET", PREFIX, list_jobs, "ListRuns"),
+        ("GET", PREFIX + "/{job_id}", status, "GetRun"),
+        ("DELETE", PREFIX + "/{job_id}", delete, "DeleteRun"),
+        ("GET", PREFIX + "/{job_id}/result", result, "GetRun"),
+        ("POST", PREFIX + "/{job_id}/cancel", cancel, "CancelRun"),
+        ("GET", PREFIX + "/{job_id}/stream", stream, "GetRun"),
+        ("GET", "/health", health, None),
+        ("GET", "/stats", stats, "ListRuns"),
     ):
-        registry.add(method, path, handler, operation=ops[(method, path)], errors=render)
+        registry.add(method, path, handler, operation=ops[(method, path)], errors=render, rpc=rpc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from agentrun.v1 import run_pb2
 
@@ -23,6 +23,8 @@ from gateway.families.b_responses import (
 R = run_pb2
 Json = dict[str, Any]
 Named = tuple[str, Json]  # (SSE event name, payload)
+# Every `event:` name a job stream sends (and, last, the unnamed `data: [DONE]`).
+EVENT_NAMES: Final = ("status", "progress", "heartbeat", "result", "error", "cancelled", "complete")
 
 
 def envelope(name: str, payload: Json) -> Json:

@@ -26,6 +26,7 @@ TAG = "webagent"
 # Upstream failures a client can act on keep their status; anything else on a route is its
 # documented 500 (WebAgent hides the cause, and so do we: it is logged).
 _PASSED_ON = frozenset({401, 403, 413, 429})
+_MAX_NUMBER_DIGITS = 10
 _SETTLED = (run_pb2.WEBHOOK_DELIVERY_STATE_DELIVERED, run_pb2.WEBHOOK_DELIVERY_STATE_FAILED)
 
 
@@ -108,7 +109,8 @@ async def set_cached_workflow(request: web.Request) -> web.Response:
 async def _run(request: web.Request) -> run_pb2.Run:
     """The run named by the path's integer; anything else, or no such run, is WebAgent's 404."""
     run_id = request.match_info["run_id"]
-    if not (run_id.isascii() and run_id.isdigit()):
+    # Run numbers are at most 2^31-1: longer digit strings name none (and int() refuses the longest).
+    if not (run_id.isascii() and run_id.isdigit()) or len(run_id.lstrip("0")) > _MAX_NUMBER_DIGITS:
         raise run_not_found(run_id)
     up = upstream(request)
     try:
@@ -157,12 +159,15 @@ def setup(app: web.Application) -> None:
     # Family C's namespaces only: the rest of /api/ is family A's (its own error shape).
     for prefix in ("/api/runs", "/api/tasks"):
         registry.errors_under(prefix, render_unknown)
-    run_id = openapi.parameter("run_id", "path", {"type": "integer"}, description="the task run id")
+    run_id = openapi.parameter(
+        "run_id", "path", {"type": "integer", "minimum": 1}, description="the task run id"
+    )
     registry.add(
         "POST",
         "/api/runs",
         create_run,
         errors=renderer("Error while executing agent"),
+        rpc="Run",
         operation=_operation(
             "webagent_run_agent",
             "Run the agent: wait for the AgentResponse, or get the ids at once",
@@ -176,6 +181,7 @@ def setup(app: web.Application) -> None:
         "/api/runs/{run_id}",
         get_run,
         errors=renderer("Error while fetching run"),
+        rpc="GetRun",
         operation=_operation(
             "webagent_get_run", "A task run with its steps", refs["TaskRun"], refs, [run_id]
         ),
@@ -185,6 +191,7 @@ def setup(app: web.Application) -> None:
         "/api/runs/{run_id}/set-as-cached-workflow",
         set_cached_workflow,
         errors=renderer("Error while building workflow"),
+        rpc="GetRun",
         operation=_operation(
             "webagent_set_cached_workflow",
             "Accepted; cached workflows are not replayed",

@@ -16,6 +16,7 @@ from jsonschema import Draft7Validator, SchemaError
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from common.shapes import agent_response
+from gateway import codec, rules
 from gateway.errors import ApiError, FieldViolation
 
 R = run_pb2
@@ -42,19 +43,45 @@ class Provider(StrEnum):
     together = "together"
 
 
+_WEBHOOK_URL: dict[str, Any] = {
+    "anyOf": [{"maxLength": 0}, {"format": "uri", "pattern": rules.HTTP_URL}],
+    **rules.text(rules.MAX_URL_CHARS),
+}
+_ANSWER_SCHEMA: dict[str, Any] = {k: v for k, v in rules.ANSWER_SCHEMA.items() if k != "description"}
+_ANSWER_SCHEMA_TEXT: dict[str, Any] = {
+    "type": "string",
+    "contentMediaType": "application/json",
+    "contentSchema": _ANSWER_SCHEMA,
+}
+
+
 # Field for field WebAgent's own model, so pydantic words the 422s exactly as WebAgent's server does.
 class AgentRequest(BaseModel):
     """What to run; `prompt` is required, everything else overrides a default."""
 
-    prompt: str = Field(min_length=3, description="The task to be performed by the agent")
-    model: str = "o3"
+    # json_schema_extra: what the server checks beyond WebAgent's model, documented (not validated
+    # here: the server's refusals come back as 422s on the same fields, see rejected_fields).
+    prompt: str = Field(
+        min_length=3,
+        description="The task to be performed by the agent",
+        json_schema_extra={"maxLength": rules.MAX_MESSAGE_CHARS, "pattern": rules.NOT_BLANK},
+    )
+    model: str = Field("o3", json_schema_extra=rules.model_name())
     provider: Provider = Provider.openai
     wait_for_completion: bool | None = Field(
         True, description="false: run in the background and answer with the ids at once"
     )
-    webhook_url: str | None = Field(None, description="URL the AgentResponse is POSTed to when the run ends")
+    webhook_url: str | None = Field(
+        None,
+        description="a public http(s) URL the AgentResponse is POSTed to when the run ends",
+        json_schema_extra={"anyOf": [_WEBHOOK_URL, {"type": "null"}]},
+    )
     response_format: str | None = Field("text", description="text or json")
-    json_schema: str | dict[Any, Any] | None = Field(None, description="Draft-7 JSON Schema of the result")
+    json_schema: str | dict[Any, Any] | None = Field(
+        None,
+        description="Draft-7 JSON Schema of the result (an object, or its JSON text)",
+        json_schema_extra={"anyOf": [_ANSWER_SCHEMA, _ANSWER_SCHEMA_TEXT, {"type": "null"}]},
+    )
     # WebAgent's "internal" replay fields: accepted and ignored (REC C.6.2).
     use_cached_workflow: bool | None = None
     cached_workflow: dict[Any, Any] | None = None
@@ -65,9 +92,11 @@ class AgentRequest(BaseModel):
         schema: Any = value
         if isinstance(value, str):
             try:
-                schema = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"Invalid JSON string: {exc.msg}") from None
+                schema = codec.loads(value)
+            except codec.BadJson as exc:
+                raise ValueError(f"Invalid JSON string: {exc.problem}") from None
+            if not value.strip():
+                raise ValueError("Invalid JSON string: Expecting value")
         if schema is None:
             return None
         try:
@@ -105,12 +134,13 @@ def parse_agent_request(raw: bytes) -> tuple[dict[str, Any], AgentRequest]:
     """The body (as sent) and the request, read as FastAPI reads them: malformed JSON and absent
     bodies are 422s too."""
     try:
-        body = json.loads(raw) if raw.strip() else None
-    except json.JSONDecodeError as exc:
-        error = {"type": "json_invalid", "loc": ["body", exc.pos], "msg": "JSON decode error", "input": {}}
-        raise Unprocessable.of([{**error, "ctx": {"error": exc.msg}}]) from None
-    except ValueError:  # not UTF-8 (or -16/-32) text
-        raise ApiError(400, grpc.StatusCode.INVALID_ARGUMENT, "There was an error parsing the body") from None
+        body = codec.loads(raw)
+    except codec.BadJson as exc:
+        if exc.not_text:
+            message = "There was an error parsing the body"
+            raise ApiError(400, grpc.StatusCode.INVALID_ARGUMENT, message) from None
+        error = {"type": "json_invalid", "loc": ["body", exc.position], "msg": "JSON decode error"}
+        raise Unprocessable.of([{**error, "input": {}, "ctx": {"error": exc.problem}}]) from None
     if body is None:
         raise Unprocessable.of([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
     try:
