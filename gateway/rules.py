@@ -17,30 +17,10 @@ from common import limits
 
 Schema = dict[str, Any]
 
-# Longest string, by field name in any request message (server/validation_fields.py MAX_CHARS).
-MAX_CHARS: Final[Mapping[str, int]] = {
-    "agent_id": 64,
-    "org_id": 128,
-    "user_id": 128,
-    "session_id": 128,
-    "idempotency_key": 256,
-    "webhook_url": 2048,
-    "run_id": 64,
-    "run_ids": 64,
-    "delivery_id": 40,
-    "tool_call_id": 128,
-    "reason": 2048,
-    "page_token": 128,
-    "message": 1_000_000,
-    "system_prompt": 100_000,
-    "model": 128,
-    "provider": 64,
-    "type": 255,
-    "data": 4_000_000,
-}
-DEFAULT_MAX_CHARS: Final = 1024  # any other string field of a request
-MAX_STRUCT_BYTES: Final = 64 * 1024
-MAX_STRUCT_DEPTH: Final = 20
+MAX_CHARS = limits.MAX_CHARS
+DEFAULT_MAX_CHARS: Final = limits.DEFAULT_MAX_CHARS
+MAX_STRUCT_BYTES: Final = limits.MAX_STRUCT_BYTES
+MAX_STRUCT_DEPTH: Final = limits.MAX_STRUCT_DEPTH
 
 MAX_MESSAGE_CHARS: Final = MAX_CHARS["message"]
 MAX_AGENT_ID_CHARS: Final = MAX_CHARS["agent_id"]
@@ -48,12 +28,12 @@ MAX_ID_CHARS: Final = MAX_CHARS["session_id"]  # sessions, users, orgs
 MAX_RUN_REF_CHARS: Final = MAX_CHARS["run_id"]
 MAX_IDEMPOTENCY_KEY_CHARS: Final = MAX_CHARS["idempotency_key"]
 MAX_URL_CHARS: Final = MAX_CHARS["webhook_url"]
-MAX_MEDIA_ITEMS: Final = 16
-MAX_BATCH_IDS: Final = 100
-MAX_PAGE_SIZE: Final = 1000
+MAX_MEDIA_ITEMS: Final = limits.MAX_MEDIA_ITEMS
+MAX_BATCH_IDS: Final = limits.MAX_BATCH_IDS
+MAX_PAGE_SIZE: Final = limits.MAX_PAGE_SIZE
 MAX_SKIP: Final = limits.MAX_SKIP  # ListRuns' deepest offset
-MAX_TIMEOUT_S: Final = 7 * 24 * 3600
-MAX_SEQ: Final = 2**31 - 1  # run numbers and event seqs are INTEGER columns
+MAX_TIMEOUT_S: Final = limits.MAX_TIMEOUT_S
+MAX_SEQ: Final = limits.MAX_INTEGER  # run numbers and event seqs are INTEGER columns
 MAX_INT32: Final = 2**31 - 1
 MAX_INT64: Final = 2**63 - 1
 MIN_INT64: Final = -(2**63)

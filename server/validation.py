@@ -16,6 +16,7 @@ from agentrun.v1 import run_pb2, run_service_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from common import limits
 from common.errors import InvalidArgument
 from server import convert, validation_fields
 from server.agents.schema_output import schema_problem
@@ -26,12 +27,12 @@ from server.urlpolicy import UrlPolicy
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_IDS = 100
-MAX_PAGE_SIZE = 1000
-MAX_MEDIA_ITEMS = 16
-MAX_TIMEOUT_S = 7 * 24 * 3600
+MAX_BATCH_IDS = limits.MAX_BATCH_IDS
+MAX_PAGE_SIZE = limits.MAX_PAGE_SIZE
+MAX_MEDIA_ITEMS = limits.MAX_MEDIA_ITEMS
+MAX_TIMEOUT_S = limits.MAX_TIMEOUT_S
 # Run numbers and event seqs (in page tokens, `after_seq`) are INTEGER columns, 32 bits on PostgreSQL.
-MAX_INTEGER = 2**31 - 1
+MAX_INTEGER = limits.MAX_INTEGER
 
 
 class Violations:

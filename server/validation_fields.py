@@ -18,35 +18,13 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from common import limits
 from server.convert import MAX_TIMESTAMP_S, MIN_TIMESTAMP_S
 
-# Longest string, by field name in any request message: the database column's length where one
-# stores the field (server/store/tables.py), else a bound documented in the proto.
-MAX_CHARS: dict[str, int] = {
-    "agent_id": 64,
-    "org_id": 128,
-    "user_id": 128,
-    "session_id": 128,
-    "idempotency_key": 256,
-    "webhook_url": 2048,
-    "run_id": 64,
-    "run_ids": 64,
-    "delivery_id": 40,
-    "tool_call_id": 128,
-    "reason": 2048,
-    "page_token": 128,
-    "message": 1_000_000,  # RunInput.message
-    "system_prompt": 100_000,
-    "model": 128,
-    "provider": 64,
-    "type": 255,  # Media.type, a MIME type
-    "data": 4_000_000,  # Media.data, base64 content or a URL
-}
-# Any other string field.
-DEFAULT_MAX_CHARS = 1024
-# A Struct (metadata, json_schema) or Value field: its encoded size and how deeply it nests.
-MAX_STRUCT_BYTES = 64 * 1024
-MAX_STRUCT_DEPTH = 20
+MAX_CHARS = limits.MAX_CHARS
+DEFAULT_MAX_CHARS = limits.DEFAULT_MAX_CHARS
+MAX_STRUCT_BYTES = limits.MAX_STRUCT_BYTES
+MAX_STRUCT_DEPTH = limits.MAX_STRUCT_DEPTH
 # google.protobuf.Duration: about ±10,000 years.
 MAX_DURATION_S = 315_576_000_000
 NANOS = 1_000_000_000

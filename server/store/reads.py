@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.engine import Row
 
+from common import limits
 from server.store import statements as st
 from server.store.records import EventRecord, PriorRun, RunFilter, RunRecord
 from server.store.tables import RUN
@@ -16,7 +17,7 @@ from server.store.tables import RUN
 Fetch = Callable[..., Awaitable[list[Sequence[Row[Any]]]]]
 # run.number is an INTEGER column, 32 bits on PostgreSQL (SERIAL): no run has a larger number, and a
 # larger one cannot even be a query parameter there.
-MAX_RUN_NUMBER = 2**31 - 1
+MAX_RUN_NUMBER = limits.MAX_INTEGER
 # ListRuns counts matching runs up to this many (its total_size); more read as this number.
 MAX_COUNTED_RUNS = 100_000
 
