@@ -53,7 +53,7 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
     agents = AgentRegistry.load(settings.agents_file)
     # Refuses to start (AuthConfigError) without auth on a reachable address or with bad keys.
     guard = Guard(resolve(settings.auth, settings.listen))
-    hub = Hub()
+    hub = Hub(settings.engine.poll_interval_s, settings.engine.recheck_s)
     deliverer = Deliverer(settings.webhooks, owner=f"webhooks-{uuid.uuid4().hex[:12]}")
 
     def publish(events: list[EventRecord]) -> None:
@@ -87,7 +87,9 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
                 f"cannot listen on {settings.listen} (gRPC): the address is in use or not available"
             ) from None
         await engine.start()
-        await stack.enter_async_context(store.listen(hub.poke, engine.wake, engine.cancel_here))
+        await stack.enter_async_context(
+            store.listen(hub.poke, engine.wake, engine.cancel_here, engine.notifications)
+        )
         await deliverer.start(store.deliveries)
         await server.start()
         for name in ("", SERVICE_NAME):

@@ -65,7 +65,14 @@ OPTIONS = OptionTable(
         "poll-interval": Option(
             "engine.poll_interval_s",
             float,
-            "seconds between queue polls for runs submitted elsewhere",
+            "seconds between re-reads of the store while notifications from other replicas are "
+            "down (PostgreSQL) or queued runs wait for their session or quota",
+        ),
+        "recheck-interval": Option(
+            "engine.recheck_s",
+            float,
+            "while notifications work, seconds an idle stream, waiter or queue goes without re-reading "
+            "the store (a safety net; nothing is missed without it)",
         ),
         "default-timeout": Option(
             "engine.default_timeout_s", float, "run timeout in seconds when a request sets none"

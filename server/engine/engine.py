@@ -71,8 +71,7 @@ class Engine:
         self.settings = settings
         self.limits = limits or LimitSettings()
         self.owner = uuid.uuid4().hex
-        self._dispatcher = Dispatcher(store, agents, settings, self.limits, self.owner)
-        self._poll_s = settings.poll_interval_s
+        self._dispatcher = Dispatcher(store, agents, settings, self.limits, self.owner, hub.quiet_s)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -81,6 +80,12 @@ class Engine:
 
     def wake(self) -> None:
         """Runs were queued elsewhere (another replica): claim now rather than at the next poll."""
+        self._dispatcher.wake()
+
+    def notifications(self, up: bool) -> None:
+        """News of other processes' commits started or stopped reaching this process: every waiter,
+        stream and the queue re-reads the store now and waits with the timeout that now applies."""
+        self.hub.notifications(up)
         self._dispatcher.wake()
 
     async def shutdown(self, grace_s: float) -> None:
@@ -171,7 +176,7 @@ class Engine:
         """Stored events after `after_seq`, then live ones, until the run ends or pauses."""
         with self.hub.subscribe(run.id) as live:
             async with contextlib.aclosing(
-                follow(self.store, live, after_seq, poll_s=self._poll_s)
+                follow(self.store, live, after_seq, quiet_s=self.hub.quiet_s)
             ) as events:
                 async for event in events:
                     yield event
@@ -183,7 +188,7 @@ class Engine:
         with self.hub.subscribe(run_id) as live:
             run, created = await self.submit(sub, run_id, start=True)
             if created:
-                stream = follow(self.store, live, 0, poll_s=self._poll_s, replay=False)
+                stream = follow(self.store, live, 0, quiet_s=self.hub.quiet_s, replay=False)
                 async with contextlib.aclosing(stream) as events:
                     async for event in events:
                         yield event
@@ -210,7 +215,7 @@ class Engine:
 
     async def _settle(self, live: Subscription, run: RunRecord) -> RunRecord:
         while run.state in (QUEUED, RUNNING):
-            batch = await live.get(self._poll_s)
+            batch = await live.get(self.hub.quiet_s())
             if batch is None or live.lagged:  # quiet (another process runs it) or fell behind
                 live.reset()
                 run = await self.get(run.id)
@@ -265,7 +270,7 @@ class Engine:
             async with asyncio.timeout(timeout):
                 with self.hub.subscribe(run.id) as live:
                     while not done(run):
-                        await live.get(self._poll_s)
+                        await live.get(self.hub.quiet_s())
                         live.reset()
                         run = await self.get(run.id)
 

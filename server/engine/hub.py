@@ -1,10 +1,15 @@
 """In-process fan-out of committed events to stream subscribers. Bounded: a subscriber that falls
-behind is marked lagged and catches up from the store, so it never blocks the writer."""
+behind is marked lagged and catches up from the store, so it never blocks the writer.
+
+The hub also knows whether news of other processes' commits reaches this one (always on SQLite's
+single process; on PostgreSQL while the LISTEN connection is up). While it does, a waiter re-reads
+the store only as a rare safety net (`recheck_s`); while it does not, every `poll_s`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Iterator
 
 from server.store.records import EventRecord
@@ -55,8 +60,27 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, poll_s: float = 0.5, recheck_s: float = 60.0) -> None:
         self._subscribers: dict[str, set[Subscription]] = {}
+        self.poll_s = poll_s
+        self.recheck_s = recheck_s
+        self.notified = True
+
+    def quiet_s(self) -> float:
+        """How long a waiter may hear nothing before it re-reads the store itself. Jittered, so
+        thousands of streams opened together do not re-read together."""
+        if not self.notified:
+            return self.poll_s
+        return self.recheck_s * random.uniform(0.8, 1.2)
+
+    def notifications(self, up: bool) -> None:
+        """News of other processes' commits started or stopped reaching this process. Every
+        subscriber re-reads the store now: it may have missed a commit while the news was down, and
+        it must re-arm its wait with the new timeout."""
+        self.notified = up
+        for subscriptions in list(self._subscribers.values()):
+            for subscription in subscriptions:
+                subscription.wake()
 
     def publish(self, events: list[EventRecord]) -> None:
         if not self._subscribers or not events:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,11 @@ class EngineSettings:
     workers: int = 64  # runs executing at once in this process
     lease_s: float = 30.0  # a worker that stops renewing loses its runs after this long
     sweep_interval_s: float = 5.0  # how often expired leases and deadlines are checked
-    poll_interval_s: float = 0.5  # how often the queue is polled for runs submitted elsewhere
+    # How often the store is re-read while notifications are down, or while queued runs wait (for
+    # their session or their org's quota) on runs that may finish in another process.
+    poll_interval_s: float = 0.5
+    # While notifications work, waiters, streams and the queue re-read the store this seldom anyway.
+    recheck_s: float = 60.0
     default_timeout_s: float = 3600.0
     cancel_grace_s: float = 5.0  # how long a cancelled agent gets to stop before it is abandoned
 
@@ -47,8 +51,10 @@ class Dispatcher:
         settings: EngineSettings,
         limits: LimitSettings,
         owner: str,
+        quiet_s: Callable[[], float],
     ) -> None:
         self.store = store
+        self._quiet_s = quiet_s
         self.agents = agents
         self.settings = settings
         self.limits = limits
@@ -156,9 +162,12 @@ class Dispatcher:
             self._backlog = free <= 0 or len(claimed) == free or waiting
             if free > 0 and len(claimed) == free:
                 continue
+            # New runs wake this loop (a local submit, or NOTIFY from another replica). Runs left
+            # queued behind others may be freed by a commit elsewhere that announces nothing: poll.
+            quiet = self.settings.poll_interval_s if waiting else self._quiet_s()
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races a wake-up.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.poll_interval_s):
+                async with asyncio.timeout(quiet):
                     await self._wake.wait()
 
     async def _claim(self, free: int) -> tuple[list[RunRecord], bool]:
@@ -175,6 +184,7 @@ class Dispatcher:
             )
         except Exception:
             log.exception("claiming runs failed")
+            waiting = True  # try again at the next poll, not at the next recheck
         finally:
             # No await until the claimed runs hold their slots and the rest are free again.
             self._reserved -= free

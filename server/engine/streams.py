@@ -1,10 +1,11 @@
 """Following a run's event log: replay from the store, then tail live events from the hub, with no
-gap and no repeat. Falls back to the store when the subscriber lags or nothing arrives for a
-while (events written by another process)."""
+gap and no repeat. An idle follower costs no database work: it re-reads the store only when the
+hub says so (it lagged, or another process committed) or after `quiet_s()` without news (the
+hub's safety net, short only while notifications are down)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from server.engine.hub import Subscription
 from server.store.contract import Store
@@ -14,7 +15,12 @@ PAGE = 500
 
 
 async def follow(
-    store: Store, live: Subscription, after_seq: int, *, poll_s: float, replay: bool = True
+    store: Store,
+    live: Subscription,
+    after_seq: int,
+    *,
+    quiet_s: Callable[[], float],
+    replay: bool = True,
 ) -> AsyncGenerator[EventRecord, None]:
     """Yield the run's events with seq > after_seq until a STOP/ERROR event, or a PAUSED event that
     is the latest one (the stream of a paused run ends; re-attach after Continue). `live` must have
@@ -38,18 +44,20 @@ async def follow(
             if run is None or ((run.state in TERMINAL or run.state == PAUSED) and cursor >= run.last_seq):
                 return
         replay = True
-        async for event in _tail(live, cursor, poll_s):
+        async for event in _tail(live, cursor, quiet_s):
             yield event
             cursor = event.seq
             if event.final:
                 return
 
 
-async def _tail(live: Subscription, cursor: int, poll_s: float) -> AsyncGenerator[EventRecord, None]:
+async def _tail(
+    live: Subscription, cursor: int, quiet_s: Callable[[], float]
+) -> AsyncGenerator[EventRecord, None]:
     """Live events in seq order; stops on a timeout, a lag, a gap or a PAUSED event (the caller
     re-reads the store, which also tells whether the run is still paused)."""
     while True:
-        batch = await live.get(poll_s)
+        batch = await live.get(quiet_s())
         if not batch or live.lagged:
             return
         for event in batch:

@@ -176,10 +176,12 @@ class Store(Protocol):
         on_events: Callable[[str], None],
         on_queue: Callable[[], None],
         on_cancel: Callable[[str], None],
+        on_health: Callable[[bool], None] = lambda _up: None,
     ) -> AbstractAsyncContextManager[None]:
         """While open, commits of other processes call `on_events(run_id)`, `on_queue()` and, for a
         run `request_cancel` flagged, `on_cancel(run_id)` where the backend can tell (PostgreSQL);
-        elsewhere a no-op, and what those processes do is found by polling and lease renewal."""
+        `on_health(up)` says when that news stops and starts again (a lost connection), so waiters
+        poll meanwhile. Elsewhere (one SQLite process) a no-op: there is no other process."""
         ...
 
     @property

@@ -77,9 +77,10 @@ class Backend(Protocol):
         on_events: Callable[[str], None],
         on_queue: Callable[[], None],
         on_cancel: Callable[[str], None],
+        on_health: Callable[[bool], None],
     ) -> AbstractAsyncContextManager[None]:
         """While open, other replicas' announcements call `on_events(run_id)`, `on_queue()` and
-        `on_cancel(run_id)`."""
+        `on_cancel(run_id)`; `on_health(up)` when they stop or start reaching this process."""
         ...
 
     async def dispose(self) -> None: ...

@@ -1,6 +1,7 @@
-"""PostgreSQL LISTEN: when another replica commits events of a run or queues a run, this replica's
-streams and dispatcher are woken at once instead of at their next poll. Notifications are only a
-shortcut: streams and the queue still poll, so a missed one (a dropped connection) only delays."""
+"""PostgreSQL LISTEN: when another replica commits events of a run, queues a run or asks to cancel
+one, this replica's streams, dispatcher and runners hear of it at once. While the connection is
+down, `on_health(False)` makes waiters fall back to polling; once it is back, `on_health(True)`
+makes every waiter re-read what it may have missed."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from server import tasks
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
+# A dropped connection is noticed at once (asyncpg closes it); a silently dead one (a network
+# partition) by a keepalive query this often: the only database work of an idle listener.
+KEEPALIVE_S = 15.0
 # What replicas announce at commit (server/store/postgres.py): committed events of a run, and newly
 # queued runs.
 EVENTS_CHANNEL, QUEUE_CHANNEL = "agentrun_events", "agentrun_queue"
@@ -31,8 +35,10 @@ class Listener:
         on_events: Callable[[str], None],
         on_queue: Callable[[], None],
         on_cancel: Callable[[str], None],
+        on_health: Callable[[bool], None],
     ) -> None:
         self._url = url
+        self._on_health = on_health
         self._origin = origin
         self._on_events = on_events
         self._on_queue = on_queue
@@ -60,21 +66,34 @@ class Listener:
             self._on_queue()
 
     async def _run(self) -> None:
+        self._on_health(False)  # until LISTEN is in place
         while True:
             conn = None
             try:
                 conn = await asyncpg.connect(self._url)
-                await conn.add_listener(EVENTS_CHANNEL, self._event)
-                await conn.add_listener(QUEUE_CHANNEL, self._queued)
-                await conn.add_listener(CANCEL_CHANNEL, self._cancel)
-                self._on_queue()  # whatever was queued while we were not listening
-                while not conn.is_closed():
-                    await asyncio.sleep(RETRY_S)
-                    await conn.execute("SELECT 1")  # notices a dead connection
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                await self._listen(conn)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("LISTEN connection lost (%s); retrying in %.0fs", exc, RETRY_S)
-                await asyncio.sleep(RETRY_S)
             finally:
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await conn.close()
+            self._on_health(False)
+            await asyncio.sleep(RETRY_S)
+
+    async def _listen(self, conn: asyncpg.Connection) -> None:
+        """Listen until the connection closes or stops answering."""
+        closed = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: closed.set())
+        await conn.add_listener(EVENTS_CHANNEL, self._event)
+        await conn.add_listener(QUEUE_CHANNEL, self._queued)
+        await conn.add_listener(CANCEL_CHANNEL, self._cancel)
+        self._on_health(True)  # also: re-read whatever was committed while not listening
+        self._on_queue()
+        while not conn.is_closed():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(KEEPALIVE_S):
+                    await closed.wait()
+            if not conn.is_closed():
+                async with asyncio.timeout(KEEPALIVE_S):
+                    await conn.execute("SELECT 1")

@@ -92,8 +92,9 @@ class PostgresBackend:
         on_events: Callable[[str], None],
         on_queue: Callable[[], None],
         on_cancel: Callable[[str], None],
+        on_health: Callable[[bool], None],
     ) -> AsyncIterator[None]:
-        listener = Listener(self._listen_url, origin, on_events, on_queue, on_cancel)
+        listener = Listener(self._listen_url, origin, on_events, on_queue, on_cancel, on_health)
         await listener.start()
         try:
             yield

@@ -72,8 +72,9 @@ class SqlStore(RunReads):
         on_events: Callable[[str], None],
         on_queue: Callable[[], None],
         on_cancel: Callable[[str], None],
+        on_health: Callable[[bool], None] = lambda _up: None,
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._backend.listen(self.origin, on_events, on_queue, on_cancel)
+        return self._backend.listen(self.origin, on_events, on_queue, on_cancel, on_health)
 
     async def _fetch(
         self, *queries: Executable | tuple[Executable, dict[str, Any]]

@@ -125,8 +125,9 @@ class SqliteBackend:
         on_events: Callable[[str], None],
         on_queue: Callable[[], None],
         on_cancel: Callable[[str], None],
+        on_health: Callable[[bool], None],
     ) -> AsyncIterator[None]:
-        yield  # nothing to hear: streams and the dispatcher poll
+        yield  # one process: every commit reaches the hub in process
 
     async def dispose(self) -> None:
         self.write.dispose()

@@ -37,7 +37,9 @@ class WebhookSettings:
     timeout_s: float = 10.0
     concurrency: int = 16
     backoff_s: float = 2.0  # delay before the first retry; doubles with every attempt, with jitter
-    poll_interval_s: float = 1.0
+    # New deliveries wake the deliverer when their run's end commits here, and a retry when it is
+    # asked for; the outbox is re-read this often anyway (rows whose replica died before sending).
+    poll_interval_s: float = 30.0
     lease_s: float = 60.0
 
 
