@@ -13,7 +13,9 @@ import socket
 import sys
 from typing import Any
 
+from cli import tracing
 from cli.errors import UsageError
+from common import logs
 from gateway import settings as gateway_settings
 from gateway.app import running_gateway
 from gateway.families import all_families
@@ -58,9 +60,11 @@ def command(args: argparse.Namespace) -> int:
     _check_free(settings.listen, "gRPC")
     if gateway is not None:
         _check_free(gateway.listen, "HTTP")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        logs.configure(settings.log_level, settings.log_format)
+    except ValueError as exc:
+        raise UsageError(f"--log-format: {exc}") from None
+    flush_traces = tracing.configure(settings.otlp_endpoint)
     try:
         asyncio.run(serve(settings, gateway))
     except (AgentConfigError, AuthConfigError) as exc:  # the configuration files: exit 1, as ever
@@ -68,6 +72,8 @@ def command(args: argparse.Namespace) -> int:
         return 1
     except (DatabaseUrlError, ListenError) as exc:
         raise UsageError(str(exc)) from None
+    finally:
+        flush_traces()
     return 0
 
 
@@ -101,13 +107,19 @@ async def serve(settings: Settings, gateway: GatewaySettings | None = None) -> N
         if gateway is not None:
             local = dataclasses.replace(gateway, upstream=f"127.0.0.1:{server.port}")
             try:
-                http = await stack.enter_async_context(running_gateway(local, all_families()))
+                http = await stack.enter_async_context(
+                    running_gateway(local, all_families(), server.refresh_metrics)
+                )
             except OSError as exc:
                 raise ListenError(f"cannot listen on {gateway.listen} (HTTP): {exc.strerror}") from None
             print(f"agentrun-gateway: HTTP on {http.host}:{http.port}", flush=True)
             print(f"  REST API      {http.url}/v1/agents", flush=True)
             print(f"  OpenAPI       {http.url}/openapi.json", flush=True)
             print(f"  API page      {http.url}/docs", flush=True)
+            print(f"  metrics       {http.url}/metrics", flush=True)
+        if server.metrics_port is not None:
+            metrics_host = settings.metrics_listen.rpartition(":")[0]
+            print(f"agentrun: metrics on http://{metrics_host}:{server.metrics_port}/metrics", flush=True)
         print("  stop with Ctrl-C (runs in progress get the shutdown grace to finish)", flush=True)
         await stop.wait()
         log.info("shutting down")

@@ -42,3 +42,19 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$G/api/agents/slow/runs
 [ "$code" = 204 ] || { echo "DELETE: expected 204, got $code" >&2; exit 1; }
 echo "DELETE $RUN: $code"
 curl -sf "$G/api/agents/slow/runs/$RUN/status"; echo
+
+echo "# a dropped stream: POST again with the id of the last frame received (<run_id>:<seq>): the same run goes on"
+RUN=$(curl -sf "$G/api/agents/echo/runs" -H "$J" -d '{"message":"one two three","sessionId":"curl-session"}' \
+      | pick '["runId"]')
+curl -sfN "$G/api/agents/echo/runs/stream" -H "$J" -H "Last-Event-ID: $RUN:3" -d '{"message":"one two three"}'
+
+echo "# sessions: a Spring page of them, one with its messages, its runs; DELETE drops its finished runs"
+curl -sf "$G/api/sessions?size=5"; echo
+curl -sf "$G/api/sessions/curl-session"; echo
+curl -sf "$G/api/sessions/curl-session/runs"; echo
+code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$G/api/sessions/curl-session")
+[ "$code" = 204 ] || { echo "DELETE session: expected 204, got $code" >&2; exit 1; }
+
+echo "# EventSource cannot send headers: a single-use token for one run's stream, as ?token="
+TOKEN=$(curl -sf -X POST "$G/api/v1/runs/$OTHER/sse-token" | pick '["token"]')
+curl -sfN "$G/api/v1/runs/$OTHER/events?token=$TOKEN"

@@ -31,6 +31,18 @@ echo "# structured output: result is an object that fits json_schema"
 curl -sf "$G/api/runs" -H "$J" -d '{"prompt":"a city","response_format":"json",
      "json_schema":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}'; echo
 
+echo "# any Draft-7 schema: \$defs/\$ref as pydantic writes them, and answers that are not objects"
+curl -sf "$G/api/runs" -H "$J" -d '{"prompt":"a city","json_schema":{"$defs":{"City":{"type":"object",
+     "properties":{"name":{"type":"string"}},"required":["name"]}},"type":"object",
+     "properties":{"best":{"type":"string"},"others":{"type":"array","items":{"$ref":"#/$defs/City"}}}}}'; echo
+curl -sf "$G/api/runs" -H "$J" -d '{"prompt":"some words","json_schema":{"type":"array","items":{"type":"string"}}}'; echo
+
+echo "# tasks: every run above made one; run the first again with another prompt, then list its runs"
+TASK_ID=$(curl -sf "$G/api/tasks" | pick '["tasks"][-1]["id"]')
+curl -sf "$G/api/tasks/$TASK_ID"; echo
+curl -sf "$G/api/tasks/$TASK_ID/runs" -H "$J" -d '{"prompt":"once more"}'; echo
+curl -sf "$G/api/tasks/$TASK_ID/runs"; echo
+
 echo "# a bad request: 422"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$G/api/runs" -H "$J" -d '{"prompt":42}')
 [ "$code" = 422 ] || { echo "expected 422, got $code" >&2; exit 1; }

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway import docs, errors, keys, ops, sse, transcode, upstream
+from gateway import console, docs, errors, keys, metrics, ops, sse, tracing, transcode, upstream
 from gateway.registry import Registry
 from gateway.settings import GatewaySettings
 
@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 Family = Callable[[web.Application], None]
 
 
-def create_app(settings: GatewaySettings, families: Sequence[Family] = ()) -> web.Application:
+def create_app(
+    settings: GatewaySettings,
+    families: Sequence[Family] = (),
+    refresh_metrics: metrics.Refresh | None = None,
+) -> web.Application:
     # client_max_size makes aiohttp refuse larger bodies while reading; codec.read_json turns
     # that into a JSON 413 in the route's error shape.
     app = web.Application(client_max_size=settings.max_body_bytes)
@@ -35,6 +39,9 @@ def create_app(settings: GatewaySettings, families: Sequence[Family] = ()) -> we
     for family in families:
         family(app)
     docs.setup(app)
+    console.setup(app)
+    metrics.setup(app, refresh_metrics)
+    tracing.setup(app)  # outermost: the request's span covers everything else
     ops.setup(app)  # last: it leaves GET /health to a family that documents its own
     return app
 
@@ -52,11 +59,13 @@ class RunningGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: GatewaySettings, families: Sequence[Family] = ()
+    settings: GatewaySettings,
+    families: Sequence[Family] = (),
+    refresh_metrics: metrics.Refresh | None = None,
 ) -> AsyncIterator[RunningGateway]:
     """Serves HTTP until the context exits (port 0 picks a free port). On exit open SSE streams
     end (clients re-attach with Last-Event-ID), unary calls get the runner's grace to finish."""
-    app = create_app(settings, families)
+    app = create_app(settings, families, refresh_metrics)
     # handler_cancellation: a client that disconnects cancels its handler, and with it the
     # in-flight gRPC call (never the run: runs belong to the server, not to calls).
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=10.0)

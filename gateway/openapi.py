@@ -170,11 +170,16 @@ SSE: Final = "text/event-stream"
 
 
 def sse_event(
-    names: Iterable[str] = ("message",), data: Schema | None = None, *, description: str = ""
+    names: Iterable[str] = ("message",),
+    data: Schema | None = None,
+    *,
+    description: str = "",
+    event_id: Schema | None = None,
 ) -> Schema:
     """One Server-Sent Event as OpenAPI documents a `text/event-stream` response before 3.2's
     itemSchema: an object of the event's fields. `names`: the `event:` values ("message" when a
-    frame has none); `data`: the schema of the JSON the `data:` lines hold (None: plain text)."""
+    frame has none); `data`: the schema of the JSON the `data:` lines hold (None: plain text);
+    `event_id`: the schema of the `id:` field (default: the event's seq)."""
     text: Schema = {"type": "string"}
     if data is not None:
         text |= {"contentMediaType": "application/json", "contentSchema": data}
@@ -186,7 +191,7 @@ def sse_event(
         "properties": {
             "event": event,
             "data": text,
-            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the event's seq"},
+            "id": event_id or {"type": "string", "pattern": "^[0-9]+$", "description": "the event's seq"},
             "retry": {"type": "integer", "minimum": 0},
         },
         "additionalProperties": False,

@@ -81,6 +81,10 @@ class Registry:
         timeout = request.app[keys.SETTINGS].ready_timeout_s
         return await request.app[keys.UPSTREAM].refusal(entry.rpc, request, timeout)
 
+    def entry(self, request: web.Request) -> Entry | None:
+        """The documented route a request matched, if any."""
+        return self._by_route.get(request.match_info.route)
+
     def renderer_for(self, request: web.Request) -> ErrorRenderer:
         entry = self._by_route.get(request.match_info.route)
         if entry is not None:

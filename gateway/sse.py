@@ -53,6 +53,8 @@ class SseFormat:
     end: Callable[[run_pb2.RunEvent | None], Iterable[Frame]] = _no_frames  # after the last event
     heartbeat: Callable[[], Frame] | None = None  # None: a comment line
     ids: bool = True  # `id: <seq>` on the last frame of each event
+    # The id an event's frames carry when `ids` is set; None: the event's seq.
+    event_id: Callable[[run_pb2.RunEvent], str] | None = None
 
 
 class _ClientGone(Exception):
@@ -113,10 +115,14 @@ async def stream_run(
     fmt: SseFormat,
     *,
     headers: Mapping[str, str] | None = None,
+    heartbeat_s: float | None = None,
+    resume: bool = True,
 ) -> web.StreamResponse:
     """Calls StreamRun and answers with SSE. On re-attach (`run_id` set) Last-Event-ID raises
-    `after_seq`; frames at or below it are never sent again (also on an idempotent replay)."""
-    after = resume_after(request)
+    `after_seq`; frames at or below it are never sent again (also on an idempotent replay).
+    `resume=False`: the caller has read the resume point itself (in its own id format) and set
+    `after_seq`. `heartbeat_s`: silence before a heartbeat (default: the gateway's setting)."""
+    after = resume_after(request) if resume else None
     if after is not None and not message.run_id and not message.run.idempotency_key:
         # A retried start without a key would be a second run with its first frames cut off.
         violation = FieldViolation("Last-Event-ID", "resumes a new run's stream only with an idempotency key")
@@ -129,17 +135,22 @@ async def stream_run(
     call = request.app[keys.UPSTREAM].stream_run(message, request)
     open_streams = request.app[OPEN_STREAMS]
     open_streams.add(call)
+    heartbeat = heartbeat_s if heartbeat_s is not None else request.app[keys.SETTINGS].sse_heartbeat_s
     try:
-        return await _serve(request, _Reader(call), fmt, skip, {**HEADERS, **(headers or {})})
+        return await _serve(request, _Reader(call), fmt, skip, {**HEADERS, **(headers or {})}, heartbeat)
     finally:
         open_streams.discard(call)
         call.cancel()  # no-op after a clean end; otherwise the client left or we failed
 
 
 async def _serve(
-    request: web.Request, reader: _Reader, fmt: SseFormat, skip: int, headers: Mapping[str, str]
+    request: web.Request,
+    reader: _Reader,
+    fmt: SseFormat,
+    skip: int,
+    headers: Mapping[str, str],
+    heartbeat: float,
 ) -> web.StreamResponse:
-    heartbeat = request.app[keys.SETTINGS].sse_heartbeat_s
     try:
         # Before headers: an ApiError here (unknown agent, bad field) is a plain HTTP error. A
         # quiet stream (re-attach to a queued run) gets its headers after one heartbeat interval.
@@ -167,7 +178,7 @@ async def _pump(
             if message is _IDLE:
                 await writer.heartbeat(fmt.heartbeat)
             elif isinstance(message, run_service_pb2.StreamRunResponse) and message.event.seq > skip:
-                event_id = str(message.event.seq) if fmt.ids else None
+                event_id = _event_id(fmt, message.event)
                 await writer.frames(fmt.frames(message.event), event_id)
                 last = message.event
             message = await reader.next(heartbeat)
@@ -186,6 +197,12 @@ async def _pump(
         await writer.frames(fmt.error(ApiError.internal()))
         return
     await writer.frames(fmt.end(last))
+
+
+def _event_id(fmt: SseFormat, event: run_pb2.RunEvent) -> str | None:
+    if not fmt.ids:
+        return None
+    return fmt.event_id(event) if fmt.event_id is not None else str(event.seq)
 
 
 class _Reader:

@@ -13,6 +13,7 @@ from google.protobuf import message_factory
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.tracing import TRACE_HEADERS, current_traceparent
 from gateway import keys
 from gateway.errors import ACCESS_CODES, ApiError
 
@@ -103,10 +104,17 @@ def forwarded_metadata(request: web.Request | None) -> Metadata:
     if request is None:
         return ()
     metadata = []
+    # The gateway's own span is the server span's parent when tracing is on; otherwise the caller's
+    # trace headers pass through unchanged.
+    traceparent = current_traceparent()
     for name in FORWARDED_HEADERS:
         value = request.headers.get(name)
+        if traceparent and name in TRACE_HEADERS:
+            continue
         if value is not None and value.isascii() and value.isprintable():  # gRPC rejects the rest
             metadata.append((name, value))
+    if traceparent:
+        metadata.append(("traceparent", traceparent))
     return tuple(metadata)
 
 

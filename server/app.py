@@ -16,12 +16,15 @@ from agentrun.v1 import run_service_pb2, run_service_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server import metrics
 from server.agents.registry import AgentRegistry
 from server.auth.guard import Guard
 from server.auth.interceptor import AuthInterceptor
 from server.auth.settings import resolve
 from server.engine.engine import Engine
 from server.engine.hub import Hub
+from server.engine.retention import Retention
+from server.metrics_http import serving_metrics
 from server.service import RunService
 from server.settings import Settings
 from server.store.contract import open_store
@@ -32,6 +35,14 @@ from server.webhooks.payloads import render
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    # Calls wait in gRPC core until the event loop takes them. Past core's defaults (1,000, then
+    # more and more refused up to 3,000) a burst of streams, say thousands of SSE clients through
+    # the gateway, was answered CANCELLED; let such a burst wait (30 s at most, core's own limit).
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 20_000),
+]
 
 
 class ListenError(Exception):
@@ -44,6 +55,14 @@ class RunningServer:
     engine: Engine
     grpc_server: grpc.aio.Server
     health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
+    # Port of --metrics-listen's /metrics (None: not served by the server itself).
+    metrics_port: int | None = None
+    # Deletes old finished runs when --retention is set; its counters are for metrics.
+    retention: Retention | None = None
+
+    async def refresh_metrics(self) -> None:
+        """Read the gauges that come from the database (the queue's), e.g. before a scrape."""
+        await metrics.refresh_queue(self.engine.store.queue_stats)
 
 
 @contextlib.asynccontextmanager
@@ -53,11 +72,13 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
     agents = AgentRegistry.load(settings.agents_file)
     # Refuses to start (AuthConfigError) without auth on a reachable address or with bad keys.
     guard = Guard(resolve(settings.auth, settings.listen))
+    metrics.count_statements()
     hub = Hub(settings.engine.poll_interval_s, settings.engine.recheck_s)
     deliverer = Deliverer(settings.webhooks, owner=f"webhooks-{uuid.uuid4().hex[:12]}")
 
     def publish(events: list[EventRecord]) -> None:
         hub.publish(events)
+        metrics.committed(events)
         if any(e.final and e.run is not None and e.run.webhook_url for e in events):
             deliverer.wake()  # the run's outbox row was committed with this event
 
@@ -67,7 +88,7 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
         contextlib.AsyncExitStack() as stack,
     ):
         engine = Engine(store, hub, agents, settings.engine, settings.limits)
-        server = grpc.aio.server(interceptors=[AuthInterceptor(guard)], options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(interceptors=[AuthInterceptor(guard)], options=SERVER_OPTIONS)
         service = RunService(engine, deliverer, settings.limits)
         run_service_pb2_grpc.add_RunServiceServicer_to_server(service, server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -91,15 +112,27 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
             store.listen(hub.poke, engine.wake, engine.cancel_here, engine.notifications)
         )
         await deliverer.start(store.deliveries)
+        metrics_port = None
+        if settings.metrics_listen:
+            try:
+                metrics_port = await stack.enter_async_context(
+                    serving_metrics(settings.metrics_listen, store.queue_stats)
+                )
+            except OSError as exc:
+                where = f"{settings.metrics_listen} (metrics)"
+                raise ListenError(f"cannot listen on {where}: {exc.strerror}") from None
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("agentrun serving on port %d (%s, %d agents)", port, settings.database_url, len(agents))
         log.info("auth %s", guard.describe())
+        retention = Retention(settings.retention)
+        retention.start(store)  # here: nothing between this and the try below can fail
         try:
-            yield RunningServer(port, engine, server, health_servicer)
+            yield RunningServer(port, engine, server, health_servicer, metrics_port, retention)
         finally:
             await health_servicer.enter_graceful_shutdown()
+            await retention.stop()
             await asyncio.gather(
                 server.stop(settings.shutdown_grace_s), engine.shutdown(settings.shutdown_grace_s)
             )

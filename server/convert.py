@@ -154,8 +154,10 @@ def run_to_proto(run: RunRecord) -> run_pb2.Run:
 
 
 def _delivery_summary(run_id: str, url: str, result: dict[str, Any]) -> run_pb2.WebhookDelivery:
+    # The summary's message reads "delivered" on success; an attempt's error is empty then.
+    delivered = result["state"] == "DELIVERED"
     attempt = run_pb2.WebhookAttempt(
-        status_code=result.get("status_code", 0), error=result.get("message", "")
+        status_code=result.get("status_code", 0), error="" if delivered else result.get("message", "")
     )
     return run_pb2.WebhookDelivery(
         id=result["delivery_id"],

@@ -16,14 +16,17 @@ import dataclasses
 import functools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import grpc
 from agentrun.v1 import run_service_pb2 as pb
 from agentrun.v1 import run_service_pb2_grpc
+from opentelemetry.trace import Span, SpanKind
 
-from common.errors import AgentrunError, Internal, NotFound
+from common.errors import AgentrunError, Internal, NotFound, Unavailable
 from common.limits import MAX_SKIP
+from common.tracing import TRACER, current_traceparent, parent_from
 from server import validation
 from server.auth.identity import Identity
 from server.auth.interceptor import current_identity
@@ -31,15 +34,20 @@ from server.auth.limits import LimitSettings, RateLimiter
 from server.convert import agent_to_proto, delivery_to_proto, event_to_proto, run_to_proto
 from server.engine.engine import Engine, Submission
 from server.store.records import RunFilter
+from server.store.writer import disconnected
 from server.webhooks.deliverer import Deliverer
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Ctx = grpc.aio.ServicerContext[Any, Any]
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RunService"].full_name
 
 
 async def _abort(context: Ctx, exc: Exception) -> None:
+    if disconnected(exc):  # the database is restarting or unreachable: worth a retry
+        log.warning("database unavailable: %s", type(exc).__name__)
+        exc = Unavailable("the database is unavailable; retry shortly", reason="DATABASE_UNAVAILABLE")
     if not isinstance(exc, AgentrunError):
         log.error("unexpected %s", type(exc).__name__, exc_info=exc)
         exc = Internal("internal error")
@@ -49,7 +57,16 @@ async def _abort(context: Ctx, exc: Exception) -> None:
 
 def _own(caller: Identity, sub: Submission) -> Submission:
     org_id, user_id = caller.owner_of(sub.org_id, sub.user_id)
-    return dataclasses.replace(sub, org_id=org_id, user_id=user_id)
+    # The run's trace continues the call's (stored with the run: any replica may execute it).
+    return dataclasses.replace(sub, org_id=org_id, user_id=user_id, trace=current_traceparent())
+
+
+def _span(name: str, context: Ctx) -> AbstractContextManager[Span]:
+    """The call's server span, continuing the trace its metadata names (a no-op without tracing)."""
+    metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+    return TRACER.start_as_current_span(
+        f"{SERVICE_NAME}/{name}", context=parent_from(metadata), kind=SpanKind.SERVER
+    )
 
 
 def _admitted(service: RunService, request: Any) -> Identity:
@@ -67,7 +84,8 @@ def unary(
     @functools.wraps(fn)
     async def handler(self: Any, request: Req, context: Ctx) -> Resp:
         try:
-            return await fn(self, request, context, _admitted(self, request))
+            with _span(fn.__name__, context):
+                return await fn(self, request, context, _admitted(self, request))
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
@@ -82,9 +100,10 @@ def streaming(
     async def handler(self: Any, request: Req, context: Ctx) -> AsyncGenerator[Resp, None]:
         try:
             caller = _admitted(self, request)
-            async with contextlib.aclosing(fn(self, request, context, caller)) as responses:
-                async for response in responses:
-                    yield response
+            with _span(fn.__name__, context):
+                async with contextlib.aclosing(fn(self, request, context, caller)) as responses:
+                    async for response in responses:
+                        yield response
         except Exception as exc:
             await _abort(context, exc)
 
@@ -173,6 +192,8 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
             created_before=request.create_time_before.ToNanoseconds() / 1e9
             if request.HasField("create_time_before")
             else None,
+            metadata=validation.metadata_filter(request.metadata),
+            latest_per_session=request.latest_per_session,
         )
         skip = validation.bounded(request.skip, 0, MAX_SKIP, "skip")
         runs, total = await self.engine.store.list_runs(flt, before_number=before, limit=size, offset=skip)

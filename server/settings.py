@@ -14,6 +14,7 @@ from server.agents.registry import DEFAULT_AGENTS_FILE
 from server.auth.limits import LimitSettings
 from server.auth.settings import AUTO, AuthSettings
 from server.engine.engine import EngineSettings
+from server.engine.retention import Duration, OrgAges, RetentionSettings
 from server.webhooks.deliverer import WebhookSettings
 
 ENV_PREFIX = "AGENTRUN_"
@@ -26,11 +27,15 @@ class Settings:
     agents_file: Path = DEFAULT_AGENTS_FILE
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object per line
+    metrics_listen: str = ""  # host:port of a Prometheus /metrics endpoint; empty: none
+    otlp_endpoint: str = ""  # OTLP/HTTP traces endpoint; empty: tracing off
     engine: EngineSettings = field(default_factory=EngineSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     # Off unless set (embedding, tests); the command line defaults to "auto" (see from_namespace).
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
 
 GROUPS = {
@@ -40,6 +45,7 @@ GROUPS = {
     "webhooks.": "webhooks",
     "auth.": "auth",
     "limits.": "fair use (per org)",
+    "retention.": "retention",
 }
 
 OPTIONS = OptionTable(
@@ -55,6 +61,24 @@ OPTIONS = OptionTable(
         "agents-file": Option("agents_file", Path, "agents.yaml to load"),
         "shutdown-grace": Option("shutdown_grace_s", float, "seconds running runs get to finish on SIGTERM"),
         "log-level": Option("log_level", str, "DEBUG, INFO, WARNING, ERROR"),
+        "log-format": Option(
+            "log_format",
+            str,
+            "text, or json: one object per line, with run_id, org_id, agent_id and "
+            "attempt on every line of a run",
+        ),
+        "otlp-endpoint": Option(
+            "otlp_endpoint",
+            str,
+            "send traces to this OTLP/HTTP endpoint (e.g. http://collector:4318/v1/traces); needs "
+            "the otel extra; unset: tracing off",
+        ),
+        "metrics-listen": Option(
+            "metrics_listen",
+            str,
+            "host:port to serve Prometheus metrics on (GET /metrics); unset: none (the gateway "
+            "serves them at /metrics anyway)",
+        ),
         "workers": Option("engine.workers", int, "runs executed at once by this process"),
         "lease": Option("engine.lease_s", float, "seconds a run's lease lasts without renewal"),
         "sweep-interval": Option(
@@ -73,6 +97,12 @@ OPTIONS = OptionTable(
             float,
             "while notifications work, seconds an idle stream, waiter or queue goes without re-reading "
             "the store (a safety net; nothing is missed without it)",
+        ),
+        "max-attempts": Option(
+            "engine.max_attempts",
+            int,
+            "attempts a run gets in all when its worker is lost and no tool that may have acted was "
+            "called (1: never run again; then WORKER_LOST)",
         ),
         "default-timeout": Option(
             "engine.default_timeout_s", float, "run timeout in seconds when a request sets none"
@@ -141,6 +171,21 @@ OPTIONS = OptionTable(
         "submit-burst": Option(
             "limits.submit_burst", int, "submissions at once per org above the rate; 0: the rate"
         ),
+        "retention": Option(
+            "retention.max_age_s",
+            Duration,
+            "delete finished runs (with their events, webhook deliveries and emptied sessions) this "
+            "long after they ended: seconds, or with a unit: 12h, 30d, 2w; 0: keep them forever",
+        ),
+        "retention-org": Option(
+            "retention.orgs",
+            OrgAges,
+            "per-org ages instead of --retention, as org=age,... (org=0 keeps that org's runs forever)",
+        ),
+        "retention-interval": Option(
+            "retention.interval_s", Duration, "time between purges (seconds, or 30m, 1h...)"
+        ),
+        "retention-batch": Option("retention.batch", int, "runs a purge deletes per transaction"),
     },
     GROUPS,
 )

@@ -9,7 +9,7 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import jsonschema
 from agentrun.v1 import run_pb2, run_service_pb2
@@ -181,6 +181,18 @@ def page_size(value: int, default: int, field: str = "page_size") -> int:
     v.check(0 <= value <= MAX_PAGE_SIZE, field, f"must be between 0 and {MAX_PAGE_SIZE}")
     v.raise_if_any()
     return value or default
+
+
+MAX_METADATA_FILTERS = 16
+
+
+def metadata_filter(values: Mapping[str, str]) -> dict[str, str]:
+    """ListRuns' metadata filter: at most MAX_METADATA_FILTERS non-empty keys."""
+    v = Violations()
+    v.check(len(values) <= MAX_METADATA_FILTERS, "metadata", f"at most {MAX_METADATA_FILTERS} entries")
+    v.check(all(values), "metadata", "keys must not be empty")
+    v.raise_if_any()
+    return dict(values)
 
 
 def bounded(value: int, low: int, high: int, field: str) -> int:

@@ -31,9 +31,11 @@ def server_settings(
     webhooks: WebhookSettings | None = None,
     auth: AuthSettings | None = None,
     limits: LimitSettings | None = None,
+    metrics_listen: str = "",
     **engine: Any,
 ) -> Settings:
     return Settings(
+        metrics_listen=metrics_listen,
         listen="127.0.0.1:0",
         database_url=database_url,
         agents_file=agents_file or DEFAULT_AGENTS_FILE,
@@ -107,9 +109,12 @@ class Launcher:
         webhooks: WebhookSettings | None = None,
         auth: AuthSettings | None = None,
         limits: LimitSettings | None = None,
+        metrics_listen: str = "",
         **engine: Any,
     ) -> Harness:
-        settings = server_settings(self.database_url, agents_file, webhooks, auth, limits, **engine)
+        settings = server_settings(
+            self.database_url, agents_file, webhooks, auth, limits, metrics_listen, **engine
+        )
         server = await self.stack.enter_async_context(running(settings))
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         self.stack.push_async_callback(channel.close)

@@ -523,7 +523,9 @@ def _fill(cls: type[Message], values: dict[str, Any]) -> Message:
         field = message.DESCRIPTOR.fields_by_name[name]
         if value is None:
             continue
-        if field.is_repeated and field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            getattr(message, name).update({entry.key: entry.value for entry in value})
+        elif field.is_repeated and field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
             for item in value:
                 getattr(message, name).add().CopyFrom(item)
         elif field.is_repeated:

@@ -217,13 +217,13 @@ async def test_an_idempotency_key_that_is_not_utf8_is_read_as_latin1(gw: Gateway
     assert again.status_code == 202 and again.json()["job_id"] == first.json()["job_id"]
 
 
-async def test_a_family_c_run_number_of_thousands_of_digits_is_404(gw: Gateway) -> None:
-    # int() refuses more than 4300 digits: a ValueError, a 500 before.
+async def test_a_family_c_run_number_of_thousands_of_digits_is_422(gw: Gateway) -> None:
+    # int() refuses more than 4300 digits: a ValueError, a 500 before; FastAPI answers 422.
     number = "1" * 5000
     response = await gw.http.get(f"/api/runs/{number}")
-    assert (response.status_code, response.json()) == (
-        404,
-        {"detail": f"Task run with ID {number} not found"},
+    assert (response.status_code, response.json()["detail"][0]["type"]) == (
+        422,
+        "int_parsing_size",
     )
 
 
@@ -421,6 +421,7 @@ async def test_sse_responses_are_documented_as_events(gw: Gateway) -> None:
         ("/v1/runs/{run_id}:stream", "get"),
         ("/api/agents/{agentId}/runs/stream", "post"),
         ("/api/v1/runs/{job_id}/stream", "get"),
+        ("/api/v1/runs/{runId}/events", "get"),
     }
     assert all(schema.get("type") != "string" for schema in streams.values())
     job = (await gw.http.post("/api/v1/runs", json={"prompt": "hi"})).json()["job_id"]
@@ -435,6 +436,7 @@ async def test_sse_responses_are_documented_as_events(gw: Gateway) -> None:
         ("/v1/runs/{run_id}:stream", "get", f"/v1/runs/{run['id']}:stream", None),
         ("/api/agents/{agentId}/runs/stream", "post", "/api/agents/echo/runs/stream", {"message": "hi"}),
         ("/api/v1/runs/{job_id}/stream", "get", f"/api/v1/runs/{job}/stream", None),
+        ("/api/v1/runs/{runId}/events", "get", f"/api/v1/runs/{run['id']}/events", None),
     ]
     for documented, method, served, body in calls:
         check = validator(doc, streams[(documented, method)])

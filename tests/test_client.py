@@ -562,7 +562,8 @@ def test_stream_survives_sigkill_and_restart_of_the_server(
     serve: Callable[..., Served], clients: Callable[..., Client], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server executing and streaming the run dies; one started on the same port and database
-    fails the run WORKER_LOST once its lease expires; the client re-attached and saw every event once."""
+    (one attempt per run: not run again) fails the run WORKER_LOST once its lease expires; the
+    client re-attached and saw every event once."""
     caplog.set_level(logging.INFO, logger="agentrun_client")
     first = serve()
     c = clients(first.target, retry=PATIENT)
@@ -570,7 +571,7 @@ def test_stream_survives_sigkill_and_restart_of_the_server(
     eventually(lambda: len(streaming.events) >= 5, "the stream to start")
     first.kill()
     eventually(lambda: retries(caplog, "re-attach") >= 1, "the client to try to re-attach")
-    second = serve(port=first.port)
+    second = serve("--max-attempts", "1", port=first.port)
     streaming.outcome()
     events = streaming.events
     assert seqs(events) == list(range(1, len(events) + 1))

@@ -215,7 +215,8 @@ async def test_stream_frames(gw: Gateway) -> None:
     before = time.time() * 1000
     frames = await stream(gw, "echo", {"message": "one two three", "generateFollowups": True})
     events = payloads(frames)
-    assert [f.id for f in frames] == [str(i) for i in range(1, len(frames) + 1)]  # id = seq
+    run_id = json.loads(events[0]["data"])["runId"]
+    assert [f.id for f in frames] == [f"{run_id}:{i}" for i in range(1, len(frames) + 1)]  # run:seq
     kinds = [e["event"] for e in events]
     assert kinds[0] == "START" and kinds[-1] == "STOP" and kinds.count("STOP") == 1
     assert set(kinds) == {"START", "REASONING_DELTA", "CONTENT_DELTA", "STOP"}
@@ -265,8 +266,8 @@ async def test_a_cancelled_stream_ends_with_an_error_frame(gw: Gateway) -> None:
 async def test_a_paused_stream_ends_with_paused(gw: Gateway) -> None:
     frames = await stream(gw, "approval", {"message": "send the report"})
     events = payloads(frames)
-    assert frames[-1].id == str(len(frames)) and events[-1]["event"] == "PAUSED"
     paused = json.loads(events[-1]["data"])
+    assert frames[-1].id == f"{paused['runId']}:{len(frames)}" and events[-1]["event"] == "PAUSED"
     assert paused["status"] == "PAUSED" and paused["requiredAction"]["tool"] == "send_email"
     assert paused["runId"] == json.loads(events[0]["data"])["runId"]
 

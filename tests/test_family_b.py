@@ -130,8 +130,8 @@ async def test_recipe_name_and_config_pick_the_agent(gw: Gateway) -> None:
     ("body", "detail"),
     [
         ({"prompt": "hi", "recipe_name": "nobody"}, "Recipe not found: nobody"),
-        ({"prompt": "hi", "agent_file": "agents.yaml"}, "agent_file is not supported; use recipe_name"),
-        ({"prompt": "hi", "agent_yaml": "agents: []"}, "agent_yaml is not supported; use recipe_name"),
+        ({"prompt": "hi", "agent_file": "agents.yaml"}, "agent_file is not enabled on this server"),
+        ({"prompt": "hi", "agent_yaml": "agents: []"}, "inline agent_yaml is not enabled on this server"),
         ({"prompt": "hi", "framework": "crewai"}, "Framework 'crewai' is not supported"),
         ({"prompt": "hi", "framework": "autogen"}, "Framework 'autogen' is not supported"),
     ],
@@ -314,7 +314,7 @@ async def test_stream_resumes_after_last_event_id(gw: Gateway) -> None:
 
 
 async def test_stream_follows_a_live_job_with_heartbeats(gateways: GatewayLauncher) -> None:
-    gw = await gateways(families=[b.setup], sse_heartbeat_s=0.05)
+    gw = await gateways(families=[b.setup], family_b_heartbeat_s=0.05)
     job_id = (await submit(gw, prompt="tokens=4 delay_ms=150", recipe_name="slow"))["job_id"]
     frames = await frames_of(gw, job_id)
     names = [f.event for f in frames]

@@ -275,8 +275,6 @@ async def test_a_bad_schema_type_is_a_422_too(gateways: GatewayLauncher) -> None
 @pytest.mark.parametrize(
     ("fields", "field", "words"),
     [
-        ({"json_schema": {"type": "array"}}, "json_schema", '"type": "object"'),
-        ({"provider": "openai"}, "model", "a provider override needs a model name too"),
         ({"model": "nope:thing"}, "model", "unknown provider 'nope'"),
         ({"prompt": "     "}, "prompt", "must not be empty"),
         ({"webhook_url": "http://127.0.0.1:9/hook"}, "webhook_url", "URL"),
@@ -335,21 +333,43 @@ async def test_undecodable_and_oversized_bodies(gateways: GatewayLauncher) -> No
     assert big.status_code == 413 and "1000 bytes" in big.json()["detail"]
 
 
-@pytest.mark.parametrize("run_id", ["999999", "abc", "-1", "1.5", "\u0663"])
+@pytest.mark.parametrize(
+    ("run_id", "number"), [("999999", 999999), ("-1", -1), ("007", 7), ("99999999999", 99999999999)]
+)
 @pytest.mark.parametrize(("method", "suffix"), [("GET", ""), ("POST", "/set-as-cached-workflow")])
-async def test_unknown_or_non_integer_runs_are_404(
-    gateways: GatewayLauncher, run_id: str, method: str, suffix: str
+async def test_unknown_runs_are_404(
+    gateways: GatewayLauncher, run_id: str, number: int, method: str, suffix: str
 ) -> None:
     gw = await family_c(gateways)
     await gw.http.post("/api/runs", json={"prompt": "hello there"})  # run 1 exists
     response = await gw.http.request(method, f"/api/runs/{run_id}{suffix}")
     assert response.status_code == 404
-    assert response.json() == {"detail": f"Task run with ID {run_id} not found"}
+    assert response.json() == {"detail": f"Task run with ID {number} not found"}  # as FastAPI's int
+
+
+@pytest.mark.parametrize("run_id", ["abc", "1.5", "\u0663", "1e3"])
+@pytest.mark.parametrize(("method", "suffix"), [("GET", ""), ("POST", "/set-as-cached-workflow")])
+async def test_non_integer_run_ids_are_422(
+    gateways: GatewayLauncher, run_id: str, method: str, suffix: str
+) -> None:
+    gw = await family_c(gateways)
+    response = await gw.http.request(method, f"/api/runs/{run_id}{suffix}")
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {
+                "type": "int_parsing",
+                "loc": ["path", "run_id"],
+                "msg": "Input should be a valid integer, unable to parse string as an integer",
+                "input": run_id,
+            }
+        ]
+    }
 
 
 async def test_unknown_routes_and_methods_under_api(gateways: GatewayLauncher) -> None:
     gw = await family_c(gateways)
-    for path in ("/api/tasks", "/api/runs/1/nothing"):
+    for path in ("/api/tasks/1/nothing", "/api/runs/1/nothing"):
         missing = await gw.http.get(path)
         assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
     wrong = await gw.http.get("/api/runs")

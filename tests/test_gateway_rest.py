@@ -21,6 +21,9 @@ OPS_ROUTES = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/assets/{name}"),
+    ("GET", "/console"),
+    ("GET", "/console/{name}"),
+    ("GET", "/metrics"),
 }
 
 

@@ -54,6 +54,12 @@ def subscribers(h: Harness) -> int:
     return sum(len(s) for s in h.server.engine.hub._subscribers.values())
 
 
+def all_waiting(h: Harness, count: int) -> bool:
+    """`count` followers, each past its reads and waiting for news."""
+    subs = [s for group in h.server.engine.hub._subscribers.values() for s in group]
+    return len(subs) == count and all(s._waiter is not None for s in subs)
+
+
 async def test_idle_waiters_and_streams_read_nothing(launch: Launcher) -> None:
     h = await idle_server(launch)
     waiter = asyncio.create_task(h.run("echo", "wait", wait=True))
@@ -61,7 +67,7 @@ async def test_idle_waiters_and_streams_read_nothing(launch: Launcher) -> None:
     stream = asyncio.create_task(h.events(run=start))
     queued = await h.run("echo", "re-attached")
     reattached = asyncio.create_task(h.events(run_id=queued.id))
-    await until(lambda: subscribers(h) == 3, what="two streams and a waiter")
+    await until(lambda: all_waiting(h, 3), what="two streams and a waiter, waiting")
 
     with statements() as sent:
         # 20 poll intervals: polling waiters would each have read the store about 20 times.
@@ -114,3 +120,20 @@ async def _terminate_listeners(url: str) -> None:
         )
     finally:
         await conn.close()
+
+
+async def test_a_cancel_through_another_replica_answers_at_once(postgres_url: str) -> None:
+    """The run's end may be committed and announced before request_cancel returns: the replica
+    that was asked must already listen for it, not wait for its next re-read (60 s here)."""
+    async with contextlib.AsyncExitStack() as stack:
+        launch = Launcher(postgres_url, stack)
+        worker = await launch(lease_s=30.0, recheck_s=60.0)
+        front = await launch(workers=0, lease_s=30.0, recheck_s=60.0)
+        for server in (worker, front):
+            await until(lambda s=server: s.server.engine.hub.notified, what="LISTEN")  # type: ignore[misc]
+        for _ in range(10):
+            run = await worker.run("slow", "tokens=1000 delay_ms=20")
+            await until(lambda r=run: worker.server.engine.executing(r.id), what="the run to start")  # type: ignore[misc]
+            async with asyncio.timeout(5):
+                reply = await front.stub.CancelRun(pb.CancelRunRequest(run_id=run.id))
+            assert reply.run.state == run_pb2.RUN_STATE_CANCELLED

@@ -10,16 +10,17 @@ import uuid
 from agentrun.v1 import run_pb2
 
 from server.engine.engine import Submission
-from server.store.records import ERROR, FAILED, RUNNING, NewRun, Outcome
-from tests.conftest import Harness
+from server.store.records import ERROR, FAILED, RUNNING, TOOL_START, EventRecord, NewRun, Outcome
+from tests.conftest import Harness, Launcher
 from tests.waiting import until
 
 S = run_pb2
 
 
-async def test_a_leased_run_nobody_executes_is_swept_not_renewed(h: Harness) -> None:
+async def orphan(h: Harness, *tools: str) -> str:
+    """A run stored leased to this very process, as a run whose runner died would be (no runner has
+    it), which had called `tools` before it was lost."""
     engine = h.server.engine
-    # Stored leased to this very process, as a run whose runner died would be: no runner has it.
     new = NewRun(
         id=str(uuid.uuid4()),
         agent_id="echo",
@@ -29,16 +30,44 @@ async def test_a_leased_run_nobody_executes_is_swept_not_renewed(h: Harness) -> 
         input={"message": "orphan"},
         timeout_s=3600.0,
     )
-    orphan, created = await engine.store.create_run(new, lease=(engine.owner, engine.settings.lease_s))
-    assert created and orphan.state == "RUNNING" and orphan.lease_owner == engine.owner
+    run, created = await engine.store.create_run(new, lease=(engine.owner, engine.settings.lease_s))
+    assert created and run.state == "RUNNING" and run.lease_owner == engine.owner
+    calls = [
+        EventRecord(run.id, seq, TOOL_START, {"id": f"c{seq}", "name": name, "arguments_json": "{}"}, 0.0)
+        for seq, name in enumerate(tools, start=2)
+    ]
+    if calls:
+        assert await (await engine.store.append(run.id, engine.owner, calls))
+    return run.id
 
-    async def swept() -> bool:
-        return (await h.get(orphan.id)).state == S.RUN_STATE_FAILED
+
+async def ended(h: Harness, run_id: str) -> run_pb2.Run:
+    async def done() -> bool:
+        return (await h.get(run_id)).state in (S.RUN_STATE_COMPLETED, S.RUN_STATE_FAILED)
 
     # lease 2 s + sweeps every 0.3 s (tests/conftest.py FAST): renewed, it would never end.
-    await until(swept, timeout=15, what="the orphaned run to be swept")
-    run = await h.get(orphan.id)
-    assert run.error.reason == "WORKER_LOST"
+    await until(done, timeout=20, what="the orphaned run to be swept")
+    return await h.get(run_id)
+
+
+async def test_a_lost_run_that_called_no_tool_that_acts_runs_again(h: Harness) -> None:
+    run_id = await orphan(h, "calculator", "clock")
+    run = await ended(h, run_id)
+    assert (run.state, run.attempt) == (S.RUN_STATE_COMPLETED, 2)
+    events = await h.events(run_id=run_id)
+    statuses = [e.status.reason for e in events if e.type == S.EVENT_TYPE_STATUS]
+    assert statuses == ["WORKER_LOST", "RETRIED"]
+
+
+async def test_a_lost_run_that_called_a_tool_that_may_have_acted_fails(h: Harness) -> None:
+    run = await ended(h, await orphan(h, "calculator", "send_email"))
+    assert (run.state, run.error.reason, run.attempt) == (S.RUN_STATE_FAILED, "WORKER_LOST", 1)
+
+
+async def test_a_lost_run_with_no_attempts_left_fails(launch: Launcher) -> None:
+    h = await launch(max_attempts=1)
+    run = await ended(h, await orphan(h))
+    assert (run.state, run.error.reason) == (S.RUN_STATE_FAILED, "WORKER_LOST")
 
 
 async def test_a_worker_whose_events_stop_being_stored_stops_its_agent(h: Harness) -> None:

@@ -46,7 +46,9 @@ def assert_ended_once(proc: Proc, run_id: str) -> run_pb2.Run:
 
 def test_a_replica_killed_mid_stream(postgres_url: str, procs: list[Proc]) -> None:
     executor = Proc(postgres_url)
-    survivor = Proc(postgres_url, "--workers", "0")  # answers and sweeps, executes nothing
+    # Answers and sweeps, executes nothing; one attempt per run: lost runs end WORKER_LOST, not queued
+    # again (tests/test_process.py covers that).
+    survivor = Proc(postgres_url, "--workers", "0", "--max-attempts", "1")
     procs += [executor, survivor]
     runs = [executor.run("slow", "tokens=400 delay_ms=20") for _ in range(4)]
     for run in runs:

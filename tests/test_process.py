@@ -96,7 +96,7 @@ def test_second_process_recovers_a_run_after_sigkill(shared_db: Path | str, proc
     run = first.run("slow", "tokens=1000 delay_ms=20")
     assert first.wait_for(run.id, {S.Value("RUN_STATE_RUNNING")}, 5).state == S.Value("RUN_STATE_RUNNING")
     first.stop(signal.SIGKILL)
-    second = Proc(db)
+    second = Proc(db, "--max-attempts", "1")  # a lost run is not run again: WORKER_LOST
     procs.append(second)
     killed_at = time.monotonic()
     ended = {S.Value("RUN_STATE_FAILED"), S.Value("RUN_STATE_COMPLETED")}
@@ -108,6 +108,28 @@ def test_second_process_recovers_a_run_after_sigkill(shared_db: Path | str, proc
     assert events[-1].error.reason == "WORKER_LOST"
     # the survivor still serves new runs
     assert second.run("echo", "still here", wait=True).state == S.Value("RUN_STATE_COMPLETED")
+
+
+def test_a_run_lost_with_a_killed_process_runs_again_elsewhere(
+    shared_db: Path | str, procs: list[Proc]
+) -> None:
+    """The `slow` agent calls no tool, so nothing it did can have acted: its lost run is queued again
+    (attempt 2) and completes on the survivor."""
+    first = Proc(shared_db)
+    procs.append(first)
+    run = first.run("slow", "tokens=40 delay_ms=25")
+    assert first.wait_for(run.id, {S.Value("RUN_STATE_RUNNING")}, 5).state == S.Value("RUN_STATE_RUNNING")
+    first.stop(signal.SIGKILL)
+    second = Proc(shared_db)
+    procs.append(second)
+    done = second.wait_for(run.id, {S.Value("RUN_STATE_COMPLETED"), S.Value("RUN_STATE_FAILED")}, 15)
+    assert (done.state, done.attempt) == (S.Value("RUN_STATE_COMPLETED"), 2)
+    events = second.stub.ListRunEvents(pb.ListRunEventsRequest(run_id=run.id, page_size=1000)).events
+    assert [e.status.reason for e in events if e.WhichOneof("payload") == "status"] == [
+        "WORKER_LOST",
+        "RETRIED",
+    ]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
 
 def test_sigterm_releases_unfinished_runs_to_another_process(

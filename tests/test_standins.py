@@ -282,9 +282,12 @@ async def test_slow_stream_is_cut_off_mid_way(wire: WireName) -> None:
     async with LlmStandin([Turn(text="one two three four five six", chunk_delay_s=0.1)]) as llm:
         agent = Agent(model_for(llm, wire))
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.45), agent.run_stream_events("count") as events:
+            # The deadline falls 1.5 chunks after the first delta, however long that took to come.
+            async with asyncio.timeout(30) as deadline, agent.run_stream_events("count") as events:
                 async for event in events:
                     if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                        if not deltas:
+                            deadline.reschedule(asyncio.get_running_loop().time() + 0.15)
                         deltas.append(event.delta.content_delta)
     assert 0 < len(deltas) < 5
 

@@ -96,27 +96,37 @@ def test_ts_gen_is_up_to_date(node_modules: Path, tmp_path: Path) -> None:
 
 
 class Server:
-    """`agentrun serve` (gRPC only) as a subprocess on a free port, over a SQLite file."""
+    """`agentrun serve` (gRPC and the HTTP gateway) as a subprocess on free ports, over a SQLite file."""
 
     def __init__(self, db: Path, log: Path) -> None:
-        args = [sys.executable, "-m", "cli", "serve", "--no-gateway", "--listen", "127.0.0.1:0"]
+        args = [sys.executable, "-m", "cli", "serve", "--listen", "127.0.0.1:0"]
+        args += ["--gateway-listen", "127.0.0.1:0"]
         args += ["--database-url", f"sqlite:///{db}", "--log-level", "WARNING"]
         self.log = log
         with log.open("w") as err:
             self.p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
-        self.address = self._read_address()
+        self.address, self.http = self._read_addresses()
 
-    def _read_address(self) -> str:
+    def _read_addresses(self) -> tuple[str, str]:
+        """The gRPC and HTTP addresses the server prints first (read from the descriptor, so no
+        line waits in a buffer the selector cannot see)."""
         assert self.p.stdout is not None
+        fd, text = self.p.stdout.fileno(), ""
+        deadline = time.monotonic() + START_TIMEOUT_S
         with selectors.DefaultSelector() as sel:
-            sel.register(self.p.stdout, selectors.EVENT_READ)
-            ready = sel.select(timeout=START_TIMEOUT_S)
-        line = self.p.stdout.readline() if ready else ""
-        match = re.search(r"gRPC on (\S+:\d+)$", line.strip())
-        if not match:
-            self.stop()
-            pytest.fail(f"the server did not start: {line!r}\n{self.log.read_text()}")
-        return match.group(1)
+            sel.register(fd, selectors.EVENT_READ)
+            while True:
+                grpc = re.search(r"gRPC on (\S+:\d+)\n", text)
+                http = re.search(r"HTTP on (\S+:\d+)\n", text)
+                if grpc and http:
+                    return grpc.group(1), f"http://{http.group(1)}"
+                chunk = (
+                    os.read(fd, 4096) if sel.select(timeout=max(0.0, deadline - time.monotonic())) else b""
+                )
+                if not chunk:
+                    self.stop()
+                    pytest.fail(f"the server did not start: {text!r}\n{self.log.read_text()}")
+                text += chunk.decode()
 
     def stop(self) -> None:
         if self.p.poll() is None:
@@ -141,7 +151,7 @@ def test_ts_client_against_a_real_server(node_modules: Path, server: Server) -> 
     node = _tool("node")
     tests = sorted(str(p.relative_to(TS)) for p in (TS / "test").glob("*.test.mjs"))
     assert tests, "no clients/ts/test/*.test.mjs"
-    env = {**_env(), "AGENTRUN_SERVER": server.address}
+    env = {**_env(), "AGENTRUN_SERVER": server.address, "AGENTRUN_HTTP": server.http}
     began = time.monotonic()
     try:
         result = subprocess.run(

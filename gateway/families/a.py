@@ -5,8 +5,6 @@ call; failures as RFC 7807 problem+json in the product's problem types."""
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -15,8 +13,9 @@ from agentrun.v1 import run_service_pb2 as pb
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway import codec, errors, keys, openapi, rules, sse
+from gateway import codec, errors, keys, openapi, rules
 from gateway.errors import ApiError, FieldViolation
+from gateway.families import a_requests, a_sessions, a_stream
 from gateway.families import a_shapes as shapes
 from gateway.registry import Registry
 
@@ -39,7 +38,11 @@ _BY_STATUS = {
     429: ("rate-limit-exceeded", "Rate Limit Exceeded"),
     500: ("internal-server-error", "Internal Server Error"),
 }
-_RESOURCES = {"AGENT_NOT_FOUND": ("Agent", "agent_id"), "RUN_NOT_FOUND": ("AgentRun", "run_id")}
+_RESOURCES = {
+    "AGENT_NOT_FOUND": ("Agent", "agent_id"),
+    "RUN_NOT_FOUND": ("AgentRun", "run_id"),
+    "SESSION_NOT_FOUND": ("AgentSession", "session_id"),
+}
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -79,7 +82,7 @@ def _kind(error: ApiError) -> tuple[str, str]:
 
 def _detail(error: ApiError) -> str:
     if error.violations:
-        return "; ".join(f"{field_name(v.field)}: {v.description}" for v in error.violations)
+        return "; ".join(f"{a_requests.field_name(v.field)}: {v.description}" for v in error.violations)
     if error.reason == "RUN_NOT_PAUSED":
         return f"Run is not in PAUSED state (status: {error.metadata.get('state', 'unknown')})"
     if error.reason == "NOT_FOUND" and error.status == 404 and not error.metadata:
@@ -88,7 +91,7 @@ def _detail(error: ApiError) -> str:
 
 
 def _param(violation: FieldViolation) -> dict[str, str]:
-    name = field_name(violation.field)
+    name = a_requests.field_name(violation.field)
     return {"name": name, "reason": violation.description, "field": name, "message": violation.description}
 
 
@@ -106,102 +109,6 @@ def _problems(registry: Registry) -> Middleware:
         return await inner(request, handler)
 
     return problems
-
-
-# ---- requests -------------------------------------------------------------------------------
-
-DECISIONS: dict[str, run_pb2.Decision] = {
-    "APPROVE": run_pb2.DECISION_APPROVE,
-    "APPROVED": run_pb2.DECISION_APPROVE,
-    "REJECT": run_pb2.DECISION_REJECT,
-    "REJECTED": run_pb2.DECISION_REJECT,
-}
-# Body names -> proto field names, with the snake_case spellings some doc pages use.
-_TOP_LEVEL = {"sessionId": "session_id", "userId": "user_id", "orgId": "org_id"}
-_OPTIONS = {
-    "model": "model",
-    "provider": "provider",
-    "temperature": "temperature",
-    "maxTokens": "max_tokens",
-    "systemPrompt": "system_prompt",
-}
-_SNAKE = re.compile(r"_([a-z0-9])")
-_BOOLEANS = frozenset({"true", "false", "on", "off", "yes", "no", "1", "0", ""})
-
-
-async def _body(request: web.Request, *, required: bool) -> dict[str, Any]:
-    body = await codec.read_json(request)
-    if (body is not None or required) and not isinstance(body, dict):
-        raise ApiError.invalid("request body must be a JSON object", reason="MALFORMED_JSON")
-    return body or {}
-
-
-async def _run_request(request: web.Request, *, wait: bool) -> pb.RunRequest:
-    body = await _body(request, required=True)
-    message, violations = codec.parse(
-        run_request_json(request.match_info["agentId"], body, wait), pb.RunRequest
-    )
-    text = body.get("message")
-    if (text is None or isinstance(text, str)) and not (text or "").strip():
-        violations.insert(0, FieldViolation("message", "must not be blank"))
-    if violations:
-        raise ApiError.invalid("invalid request", violations)
-    return message
-
-
-def run_request_json(agent_id: str, body: dict[str, Any], wait: bool) -> dict[str, Any]:
-    """The body as pb.RunRequest ProtoJSON. Unknown fields are dropped (the product's JSON binding
-    ignores them); values pass unchecked so the codec reports bad types under their paths."""
-    run_input: dict[str, Any] = {name: body[name] for name in ("message", "media") if name in body}
-    if isinstance(run_input.get("media"), list):
-        run_input["media"] = [_known(item, {"type": "type", "data": "data"}) for item in run_input["media"]]
-    followups = _pick(body, "generateFollowups")
-    if followups is not None:
-        run_input["generate_followups"] = followups
-    if "options" in body:
-        run_input["options"] = _known(body["options"], _OPTIONS)
-    result: dict[str, Any] = {
-        "agent_id": agent_id,
-        "input": run_input,
-        "wait": wait,
-        "metadata": {"family": "A"},
-    }
-    for name, field in _TOP_LEVEL.items():
-        value = _pick(body, name)
-        if value is not None:
-            result[field] = value
-    return result
-
-
-def _pick(body: dict[str, Any], name: str) -> Any:
-    """`name` or its snake_case spelling (the auth and sessions doc pages write `session_id`)."""
-    return body.get(name, body.get(re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)))
-
-
-def _known(value: Any, names: dict[str, str]) -> Any:
-    if not isinstance(value, dict):
-        return value  # left for the codec to report
-    picked = {field: _pick(value, name) for name, field in names.items()}
-    return {field: v for field, v in picked.items() if v is not None}
-
-
-def field_name(path: str) -> str:
-    """A server or codec field path in the body's names: `run.input.options.max_tokens` ->
-    `options.maxTokens`, `session_id` -> `sessionId`."""
-    for prefix in ("run.", "input."):
-        path = path.removeprefix(prefix)
-    return _SNAKE.sub(lambda m: m.group(1).upper(), path)
-
-
-def _decision(body: dict[str, Any]) -> run_pb2.Decision | None:
-    value = body.get("action", body.get("decision"))
-    return DECISIONS.get(value.strip().upper()) if isinstance(value, str) else None
-
-
-def _run_ids(values: list[str]) -> list[str]:
-    """`runIds` comma-separated and/or repeated: the ids in request order, once each."""
-    ids = (part.strip() for value in values for part in value.split(","))
-    return list(dict.fromkeys(i for i in ids if i))
 
 
 async def _model(request: web.Request, run: run_pb2.Run) -> str:
@@ -225,7 +132,7 @@ def _json(value: Any) -> web.Response:
 async def list_agents(request: web.Request) -> web.Response:
     # Every agent is active; the flag is still read as Spring reads a boolean parameter.
     flag = request.query.get("includeInactive")
-    if flag is not None and flag.strip().lower() not in _BOOLEANS:
+    if flag is not None and flag.strip().lower() not in a_requests.BOOLEANS:
         violation = FieldViolation("includeInactive", "must be true or false")
         raise ApiError.invalid("Failed to convert value of parameter 'includeInactive'", [violation])
     up = request.app[keys.UPSTREAM]
@@ -240,32 +147,14 @@ async def get_agent(request: web.Request) -> web.Response:
 
 
 async def run_sync(request: web.Request) -> web.Response:
-    message = await _run_request(request, wait=True)
+    message = await a_requests.run_request(request, wait=True)
     up = request.app[keys.UPSTREAM]
     run = (await up.call(up.runs.Run, message, request)).run
     return _json(shapes.run_response(run, await _model(request, run)))
 
 
-async def run_stream(request: web.Request) -> web.StreamResponse:
-    message = await _run_request(request, wait=False)
-    shaper = shapes.StreamShaper(followups=message.input.generate_followups)
-    return await sse.stream_run(request, pb.StreamRunRequest(run=message), _stream_format(shaper))
-
-
-def _stream_format(shaper: shapes.StreamShaper) -> sse.SseFormat:
-    def frames(event: run_pb2.RunEvent) -> Iterable[sse.Frame]:
-        shaped = shaper.event(event)
-        return [sse.Frame(codec.dumps(shaped))] if shaped is not None else []
-
-    def error(failure: ApiError) -> Iterable[sse.Frame]:
-        return [sse.Frame(codec.dumps(shapes.stream_event("ERROR", failure.message)))]
-
-    # Data-only frames (no `event:` line); `id: <seq>` on each so a client can tell where it was.
-    return sse.SseFormat(frames=frames, error=error, ids=True)
-
-
 async def run_background(request: web.Request) -> web.Response:
-    message = await _run_request(request, wait=False)
+    message = await a_requests.run_request(request, wait=False)
     up = request.app[keys.UPSTREAM]
     run = (await up.call(up.runs.Run, message, request)).run
     return _json({"runId": run.id, "status": "QUEUED"})  # the documented answer, whoever got it first
@@ -280,7 +169,7 @@ async def run_status(request: web.Request) -> web.Response:
 async def batch_status(request: web.Request) -> web.Response:
     if "runIds" not in request.query:
         raise ApiError.invalid("required parameter is missing", [FieldViolation("runIds", "required")])
-    ids = _run_ids(request.query.getall("runIds"))
+    ids = a_requests.run_ids(request.query.getall("runIds"))
     if len(ids) > MAX_RUN_IDS:
         raise ApiError.invalid(f"Maximum {MAX_RUN_IDS} runIds per request")
     if not ids:
@@ -291,8 +180,8 @@ async def batch_status(request: web.Request) -> web.Response:
 
 
 async def continue_run(request: web.Request) -> web.Response:
-    body = await _body(request, required=False)
-    decision = _decision(body)
+    body = await a_requests.read_body(request, required=False)
+    decision = a_requests.decision(body)
     if decision is None:
         raise ApiError.invalid("invalid decision", [FieldViolation("action", "must be APPROVE or REJECT")])
     tool_call = body.get("approvalId", body.get("toolCallId"))
@@ -323,16 +212,30 @@ async def cancel_run(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     registry = app[keys.REGISTRY]
     ref = {
-        name: registry.schemas.add(f"operativus.{name}", schema) for name, schema in shapes.SCHEMAS.items()
+        name: registry.schemas.add(f"operativus.{name}", schema)
+        for name, schema in {**shapes.SCHEMAS, **a_sessions.schemas(), **a_stream.SCHEMAS}.items()
     }
+    app[a_stream.TOKENS] = a_stream.SseTokens()
     # The agent named by a run route must exist (ids: at most 64 characters); after that the path's
     # agentId is a routing hint the status, continue and cancel routes do not read.
     agent, hint = _path("agentId", rules.MAX_AGENT_ID_CHARS), _path("agentId")
     run, any_run = _path("runId", rules.MAX_RUN_REF_CHARS), _path("runId")
     runs = "/api/agents/{agentId}/runs"
     sse_frames = openapi.sse_event(
-        data=ref["StreamEvent"], description="data-only frames (no `event:` line), each an AgentStreamEvent"
+        data=ref["StreamEvent"],
+        description="data-only frames (no `event:` line), each an AgentStreamEvent",
+        event_id={"type": "string", "pattern": "^[^:]+:[0-9]+$", "description": "<run_id>:<seq>"},
     )
+    resume = [
+        openapi.parameter(
+            name,
+            where,
+            {"type": "string", "pattern": r"^[^:\x00]{1,64}:[0-9]{1,10}$"},
+            description="re-attach to the run of a dropped stream: the id (`<run_id>:<seq>`) of the last "
+            "frame received; the body is then not read",
+        )
+        for name, where in (("Last-Event-ID", "header"), ("lastEventId", "query"))
+    ]
     include = openapi.parameter(
         "includeInactive", "query", {"type": "boolean"}, description="every agent is active"
     )
@@ -347,7 +250,12 @@ def setup(app: web.Application) -> None:
         ("GET", "/api/agents", list_agents, _op("listAgents", _array(ref["AgentDefinition"]), [include])),
         ("GET", "/api/agents/{agentId}", get_agent, _op("getAgent", ref["AgentDefinition"], [agent])),
         ("POST", runs, run_sync, _op("run", ref["RunResponse"], [agent], ref["RunRequest"])),
-        ("POST", f"{runs}/stream", run_stream, _op("streamRun", sse_frames, [agent], ref["RunRequest"])),
+        (
+            "POST",
+            f"{runs}/stream",
+            a_stream.run_stream,
+            _op("streamRun", sse_frames, [agent, *resume], ref["RunRequest"]),
+        ),
         ("POST", f"{runs}/background", run_background, _op("runBackground", ref["BackgroundRun"], [agent])),
         (
             "GET",
@@ -363,10 +271,11 @@ def setup(app: web.Application) -> None:
             _op("continueRun", ref["RunResponse"], [hint, run]),
         ),
         ("DELETE", runs + "/{runId}", cancel_run, _op("cancelRun", {}, [hint, any_run])),
+        *_optional_routes(ref, sse_frames),
     ]
     for method, path, handler, operation in routes:
         operation["responses"]["default"]["content"] = {PROBLEM_JSON: {"schema": ref["Problem"]}}
-        rpc = _RPCS[handler]
+        rpc = _RPCS.get(handler)  # None: a stream a token authenticates (the server judges the call)
         route = _ROUTE_PATHS.get(path, path)
         registry.add(
             method, route, handler, operation=operation, errors=render_problem, rpc=rpc, doc_path=path
@@ -381,13 +290,70 @@ _RPCS: dict[Handler, str] = {
     list_agents: "ListAgents",
     get_agent: "GetAgent",
     run_sync: "Run",
-    run_stream: "Run",
+    a_stream.run_stream: "Run",
+    a_stream.issue_token: "GetRun",
+    a_sessions.list_sessions: "ListRuns",
+    a_sessions.get_session: "ListRuns",
+    a_sessions.session_runs: "ListRuns",
+    a_sessions.delete_session: "DeleteRun",
     run_background: "Run",
     batch_status: "BatchGetRuns",
     run_status: "GetRun",
     continue_run: "Continue",
     cancel_run: "CancelRun",
 }
+
+
+def _optional_routes(
+    ref: dict[str, Any], sse_frames: openapi.Schema
+) -> list[tuple[str, str, Handler, openapi.Operation]]:
+    """The routes API_FAMILIES.md calls optional: sessions, and SSE query tokens for EventSource."""
+    session = _path("sessionId")
+    run = _path("runId", rules.MAX_RUN_REF_CHARS)
+    query = [
+        openapi.parameter("userId", "query", rules.text(rules.MAX_ID_CHARS)),
+        openapi.parameter("agentId", "query", rules.text(rules.MAX_AGENT_ID_CHARS)),
+        openapi.parameter("page", "query", {"type": "integer", "minimum": 0, "default": 0}),
+        openapi.parameter(
+            "size", "query", {"type": "integer", "minimum": 1, "default": a_sessions.DEFAULT_SIZE}
+        ),
+    ]
+    seq = {"type": "string", "pattern": r"^(?:[^:\x00]{1,64}:)?[0-9]{1,10}$"}
+    events = [
+        run,
+        openapi.parameter(
+            "token", "query", {"type": "string"}, description="from …/sse-token: once, within its TTL"
+        ),
+        openapi.parameter("Last-Event-ID", "header", seq, description="re-attach after this frame"),
+        openapi.parameter("lastEventId", "query", seq, description="re-attach after this frame"),
+        openapi.parameter(
+            "sinceId", "query", {"type": "integer", "minimum": 0}, description="events after this seq"
+        ),
+    ]
+    sessions = "/api/sessions"
+    return [
+        ("GET", sessions, a_sessions.list_sessions, _op("listSessions", ref["SessionPage"], query)),
+        (
+            "GET",
+            sessions + "/{sessionId}",
+            a_sessions.get_session,
+            _op("getSession", ref["AgentSession"], [session]),
+        ),
+        (
+            "GET",
+            sessions + "/{sessionId}/runs",
+            a_sessions.session_runs,
+            _op("sessionRuns", _array(ref["AgentRun"]), [session]),
+        ),
+        ("DELETE", sessions + "/{sessionId}", a_sessions.delete_session, _op("deleteSession", {}, [session])),
+        (
+            "POST",
+            "/api/v1/runs/{runId}/sse-token",
+            a_stream.issue_token,
+            _op("issueSseToken", ref["SseToken"], [run]),
+        ),
+        ("GET", "/api/v1/runs/{runId}/events", a_stream.run_events, _op("runEvents", sse_frames, events)),
+    ]
 
 
 def _op(
@@ -413,6 +379,12 @@ def _document_bodies(routes: list[tuple[str, str, Handler, openapi.Operation]], 
         "204": {"description": "cancelled (also for a finished or unknown run)"},
         "default": by_id["cancelRun"]["responses"]["default"],
     }
+    by_id["deleteSession"]["responses"] = {
+        "204": {"description": "the session's finished runs are deleted (also for an unknown session)"},
+        "default": by_id["deleteSession"]["responses"]["default"],
+    }
+    events = by_id["runEvents"]["responses"]["200"]
+    events["content"] = {openapi.SSE: events["content"]["application/json"]}
 
 
 def _path(name: str, max_chars: int | None = None) -> openapi.Schema:

@@ -18,7 +18,7 @@ from common.limits import MAX_SKIP
 from common.shapes import JOB_STATUS, TERMINAL, iso
 from gateway import codec, keys, sse
 from gateway.errors import ApiError
-from gateway.families import b_docs, b_requests, b_responses, b_stream
+from gateway.families import b_agents, b_docs, b_requests, b_responses, b_stream
 from gateway.upstream import Upstream
 
 Json = dict[str, Any]
@@ -126,11 +126,13 @@ def _local_host(request: web.Request) -> str:
 async def submit(request: web.Request) -> web.Response:
     body = await _read_body(request)
     header_key = _header(request, "Idempotency-Key").strip()
+    default_agent = request.app[keys.SETTINGS].family_b_agent
     try:
-        message = b_requests.submit_request(body, header_key, request.app[keys.SETTINGS].family_b_agent)
+        agent = await b_agents.job_agent(request, body)
+        message = b_requests.submit_request(body, header_key, default_agent, agent)
     except b_requests.InvalidBody as exc:
         raise _unprocessable(exc.items) from None
-    except b_requests.Unsupported as exc:
+    except (b_requests.Unsupported, b_agents.AgentSourceError) as exc:
         raise _error(400, str(exc), grpc.StatusCode.INVALID_ARGUMENT) from None
     up = _up(request)
     try:
@@ -236,7 +238,8 @@ async def delete(request: web.Request) -> web.Response:
 async def stream(request: web.Request) -> web.StreamResponse:
     after = _resume_point(request)  # FastAPI checks parameters before the handler runs
     run = await _get(request, _job_id(request))  # unknown job: 404 before the stream opens
-    job = b_stream.JobStream(run, request.app[keys.SETTINGS].sse_heartbeat_s)
+    heartbeat = request.app[keys.SETTINGS].family_b_heartbeat_s
+    job = b_stream.JobStream(run, heartbeat)
     if after:  # the status, progress and answer so far, for what is still to come
         job.seed(await _events(request, run.id, after))
 
@@ -250,7 +253,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         end=end,
         heartbeat=lambda: _frames([job.heartbeat()])[0],
     )
-    return await sse.stream_run(request, pb.StreamRunRequest(run_id=run.id), fmt)
+    return await sse.stream_run(request, pb.StreamRunRequest(run_id=run.id), fmt, heartbeat_s=heartbeat)
 
 
 def _resume_point(request: web.Request) -> int:
@@ -262,7 +265,7 @@ def _resume_point(request: web.Request) -> int:
         ("query", "lastEventId", request.query.get("lastEventId")),
     ):
         if raw is not None and raw.strip():
-            _query_int(raw, name, 0, 0, sse.MAX_SEQ, errors, where)
+            b_requests.query_int(raw, name, 0, 0, sse.MAX_SEQ, errors, where)
     if errors:
         raise _unprocessable(errors)
     return sse.resume_after(request) or 0  # still refuses what int() forgives ("+1", "1_0")
@@ -291,8 +294,8 @@ async def _events(request: web.Request, run_id: str, upto: int) -> list[run_pb2.
 async def list_jobs(request: web.Request) -> web.Response:
     query = request.query
     errors: list[Json] = []
-    page = _query_int(query.get("page"), "page", 1, 1, None, errors)
-    page_size = _query_int(query.get("page_size"), "page_size", 20, 1, 100, errors)
+    page = b_requests.query_int(query.get("page"), "page", 1, 1, None, errors)
+    page_size = b_requests.query_int(query.get("page_size"), "page_size", 20, 1, 100, errors)
     if errors:
         raise _unprocessable(errors)
     wanted = query.get("status") or ""
@@ -304,6 +307,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         )
     skip = (page - 1) * page_size
     message = pb.ListRunsRequest(
+        metadata=b_requests.FAMILY,
         session_id=query.get("session_id") or "",
         states=b_requests.STATES[state] if state else (),
         page_size=page_size if skip <= MAX_SKIP else 1,
@@ -315,35 +319,6 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response(b_responses.job_list(runs, response.total_size, page, page_size))
 
 
-def _query_int(
-    raw: str | None,
-    name: str,
-    default: int,
-    low: int,
-    high: int | None,
-    errors: list[Json],
-    where: str = "query",
-) -> int:
-    """FastAPI's Query(default, ge=low, le=high) validation of one integer parameter (or of a
-    header's, with `where="header"`)."""
-    if raw is None:
-        return default
-    loc = [where, name]
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        msg = "Input should be a valid integer, unable to parse string as an integer"
-        errors.append(b_requests.item("int_parsing", loc, msg, raw))
-        return default
-    if value < low:
-        msg = f"Input should be greater than or equal to {low}"
-        errors.append(b_requests.item("greater_than_equal", loc, msg, raw, {"ge": low}))
-    elif high is not None and value > high:
-        msg = f"Input should be less than or equal to {high}"
-        errors.append(b_requests.item("less_than_equal", loc, msg, raw, {"le": high}))
-    return value
-
-
 async def _counts(
     request: web.Request, statuses: tuple[str, ...], timeout: float | None = None
 ) -> dict[str, int]:
@@ -351,7 +326,7 @@ async def _counts(
     up = _up(request)
 
     async def count(name: str) -> int:
-        message = pb.ListRunsRequest(states=b_requests.STATES[name], page_size=1)
+        message = pb.ListRunsRequest(states=b_requests.STATES[name], page_size=1, metadata=b_requests.FAMILY)
         return int((await up.call(up.runs.ListRuns, message, request, timeout=timeout)).total_size)
 
     totals = await asyncio.gather(*(count(name) for name in statuses))

@@ -52,10 +52,6 @@ def operations(schemas: openapi.Schemas, prefix: str) -> dict[tuple[str, str], o
             retry_after={"type": ["integer", "null"]},
         ),
     )
-    nothing = {
-        "anyOf": [{"type": "null"}, {"type": "string", "maxLength": 0}],
-        "description": "not supported",
-    }
     body = schemas.add(
         "b.JobSubmitRequest",
         _object(
@@ -64,8 +60,16 @@ def operations(schemas: openapi.Schemas, prefix: str) -> dict[tuple[str, str], o
                 **rules.text(rules.MAX_MESSAGE_CHARS, rules.NOT_BLANK, min_chars=1),
                 "description": "the task; not blank",
             },
-            agent_file=nothing,
-            agent_yaml=nothing,
+            agent_file={
+                **_opt(rules.text(rules.MAX_URL_CHARS)),
+                "description": "an agents YAML under the server's agent root (--gateway-family-b-agent-root; "
+                "outside it, or with none configured: 400); its first agent runs",
+            },
+            agent_yaml={
+                **_opt({"type": "string", "pattern": rules.NO_NUL}),
+                "description": "inline agents YAML, only where --gateway-family-b-inline-agents allows it "
+                "(else 400); its first agent runs",
+            },
             recipe_name={
                 **_opt(rules.text(rules.MAX_AGENT_ID_CHARS)),
                 "description": "an agent id (unknown: 400); empty or null: the configured default agent",

@@ -13,6 +13,8 @@ from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
 from google.protobuf import duration_pb2, struct_pb2
 
+from gateway.families.b_agents import FileAgent, merged
+
 R = run_pb2
 Json = dict[str, Any]
 
@@ -26,6 +28,8 @@ STATES: Final[Mapping[str, tuple[R.RunState, ...]]] = {
     "failed": (R.RUN_STATE_FAILED,),
     "cancelled": (R.RUN_STATE_CANCELLED,),
 }
+# What family B's runs carry in their metadata, and what its list and counts filter by.
+FAMILY: Final = {"family": "B"}
 DEFAULT_TIMEOUT_S: Final = 3600
 UNSUPPORTED_FRAMEWORKS: Final = ("crewai", "autogen")
 _MAX_TIMEOUT_S: Final = 10**10  # well inside google.protobuf.Duration's range
@@ -43,7 +47,7 @@ class InvalidBody(Exception):
 
 
 class Unsupported(Exception):
-    """400: a valid request this gateway does not serve (inline agents, other frameworks)."""
+    """400: a valid request this gateway does not serve (other frameworks)."""
 
 
 def item(kind: str, loc: Iterable[str | int], msg: str, value: Any, ctx: Json | None = None) -> Json:
@@ -64,9 +68,12 @@ _STRINGS = (
 _OBJECTS = ("recipe_config", "config")
 
 
-def submit_request(body: Any, header_key: str, default_agent: str) -> pb.RunRequest:
+def submit_request(
+    body: Any, header_key: str, default_agent: str, file_agent: FileAgent | None = None
+) -> pb.RunRequest:
     """The RunRequest of a JobSubmitRequest body: the same body always maps to the same request,
-    so the server's idempotency (same key + same request) holds for replays."""
+    so the server's idempotency (same key + same request) holds for replays. `file_agent`: the
+    first agent of the job's agent_file or agent_yaml (its overrides, then `config`'s)."""
     if body is None:
         raise InvalidBody([item("missing", ["body"], "Field required", None)])
     if not isinstance(body, dict):
@@ -78,16 +85,14 @@ def submit_request(body: Any, header_key: str, default_agent: str) -> pb.RunRequ
     timeout = _integer(body.get("timeout"), ["body", "timeout"], errors)
     if errors or option_errors:
         raise InvalidBody(errors + option_errors)
-    for field in ("agent_file", "agent_yaml"):
-        if body.get(field):
-            raise Unsupported(f"{field} is not supported; use recipe_name to name an agent")
+    agent = file_agent or FileAgent()
     framework = (body.get("framework") or "praisonai").lower()
     if framework != "praisonai":
         raise Unsupported(f"Framework '{framework}' is not supported; only 'praisonai' is")
     webhook = body.get("webhook_url") or ""
     return pb.RunRequest(
-        agent_id=body.get("recipe_name") or default_agent,
-        input=R.RunInput(message=body["prompt"], options=options),
+        agent_id=body.get("recipe_name") or agent.agent_id or default_agent,
+        input=R.RunInput(message=body["prompt"], options=merged(agent.options, options)),
         session_id=body.get("session_id") or "",
         wait=False,
         timeout=duration_pb2.Duration(seconds=timeout or DEFAULT_TIMEOUT_S),
@@ -181,9 +186,38 @@ def _extras(body: Json, framework: str) -> struct_pb2.Struct:
     # Nested values go as JSON text: the server stores the metadata's top level only (a nested
     # Struct does not survive its JSON column), and sorted keys keep the text deterministic.
     extras = struct_pb2.Struct()
-    extras.update({"family": "B", "framework": framework})
-    for field in ("config", "recipe_config", "idempotency_scope"):
+    extras.update({**FAMILY, "framework": framework})
+    for field in ("config", "recipe_config", "idempotency_scope", "agent_file"):
         if body.get(field):
             value = body[field]
             extras.update({field: value if isinstance(value, str) else json.dumps(value, sort_keys=True)})
     return extras
+
+
+def query_int(
+    raw: str | None,
+    name: str,
+    default: int,
+    low: int,
+    high: int | None,
+    errors: list[Json],
+    where: str = "query",
+) -> int:
+    """FastAPI's Query(default, ge=low, le=high) validation of one integer parameter (or of a
+    header's, with `where="header"`)."""
+    if raw is None:
+        return default
+    loc = [where, name]
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        msg = "Input should be a valid integer, unable to parse string as an integer"
+        errors.append(item("int_parsing", loc, msg, raw))
+        return default
+    if value < low:
+        msg = f"Input should be greater than or equal to {low}"
+        errors.append(item("greater_than_equal", loc, msg, raw, {"ge": low}))
+    elif high is not None and value > high:
+        msg = f"Input should be less than or equal to {high}"
+        errors.append(item("less_than_equal", loc, msg, raw, {"le": high}))
+    return value

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from agentrun.v1 import run_pb2
 
-from common.shapes import JOB_STATUS, TERMINAL, iso, job_result
+from common.shapes import JOB_STATUS, TERMINAL, iso, job_error, job_result
 
 R = run_pb2
 Json = dict[str, Any]
@@ -44,12 +44,6 @@ def progress(run: R.Run) -> Progress:
     reached = WORKING if produced else INITIALIZING if run.HasField("start_time") else QUEUED
     step = PAUSED_STEP if run.state == R.RUN_STATE_PAUSED else reached.current_step
     return Progress(reached.percentage, step, tools)
-
-
-def job_error(run: R.Run) -> str | None:
-    if run.state in (R.RUN_STATE_FAILED, R.RUN_STATE_CANCELLED):
-        return run.error.message or None
-    return None
 
 
 def job_status(run: R.Run) -> Json:

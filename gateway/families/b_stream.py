@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from agentrun.v1 import run_pb2
 
-from common.shapes import JOB_STATUS, TERMINAL, output_value
+from common.shapes import JOB_STATUS, TERMINAL, output_value, timed_out
 from gateway.families.b_responses import (
     CANCEL_MESSAGE,
     INITIALIZING,
@@ -48,6 +48,7 @@ class JobStream:
 
     def __init__(self, run: R.Run, heartbeat_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.job_id = run.id
+        self._timeout = run.timeout
         self._started = run.HasField("start_time")
         self._finished = run if run.state in TERMINAL else None
         self._heartbeat_s = heartbeat_s
@@ -102,7 +103,10 @@ class JobStream:
                     *self._finish("cancelled", self._progress),
                     ("cancelled", {"message": CANCEL_MESSAGE}),
                 ]
-            return [*self._finish("failed", self._progress), ("error", {"error": event.error.message})]
+            error = (
+                timed_out(self._timeout) if event.error.reason == "DEADLINE_EXCEEDED" else event.error.message
+            )
+            return [*self._finish("failed", self._progress), ("error", {"error": error})]
         if kind == R.EVENT_TYPE_CONTENT_DELTA:
             self._text.append(event.text)
         self._produced = True  # reasoning, content, tool calls

@@ -14,8 +14,11 @@ from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
 from aiohttp import web
 
+from common.limits import MAX_INTEGER
+from common.shapes import agent_response
 from gateway import keys, openapi
 from gateway.errors import ApiError, ErrorRenderer
+from gateway.families import c_docs, c_tasks
 from gateway.families import c_shapes as shapes
 from gateway.registry import Registry
 from gateway.upstream import upstream
@@ -26,7 +29,7 @@ TAG = "webagent"
 # Upstream failures a client can act on keep their status; anything else on a route is its
 # documented 500 (WebAgent hides the cause, and so do we: it is logged).
 _PASSED_ON = frozenset({401, 403, 413, 429})
-_MAX_NUMBER_DIGITS = 10
+MAX_RUN_NUMBER = MAX_INTEGER
 _SETTLED = (run_pb2.WEBHOOK_DELIVERY_STATE_DELIVERED, run_pb2.WEBHOOK_DELIVERY_STATE_FAILED)
 
 
@@ -101,20 +104,19 @@ async def set_cached_workflow(request: web.Request) -> web.Response:
     run = await _run(request)
     workflow: dict[str, list[Any]] = {"parameters": [], "steps": []}
     message = "Cached workflows are not replayed by this server; runs always use the agent"
-    return web.json_response(
-        {"success": True, "workflow": workflow, "message": message, "task_id": run.number}
-    )
+    task_id = agent_response(run)["task_id"]
+    return web.json_response({"success": True, "workflow": workflow, "message": message, "task_id": task_id})
 
 
 async def _run(request: web.Request) -> run_pb2.Run:
     """The run named by the path's integer; anything else, or no such run, is WebAgent's 404."""
-    run_id = request.match_info["run_id"]
-    # Run numbers are at most 2^31-1: longer digit strings name none (and int() refuses the longest).
-    if not (run_id.isascii() and run_id.isdigit()) or len(run_id.lstrip("0")) > _MAX_NUMBER_DIGITS:
+    number = shapes.path_int(request.match_info["run_id"], "run_id")
+    run_id = str(number)
+    if not 0 < number <= MAX_RUN_NUMBER:  # no run has such a number
         raise run_not_found(run_id)
     up = upstream(request)
     try:
-        response = await up.call(up.runs.GetRun, pb.GetRunRequest(run_id=str(int(run_id))), request)
+        response = await up.call(up.runs.GetRun, pb.GetRunRequest(run_id=run_id), request)
     except ApiError as exc:
         if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
             raise run_not_found(run_id) from None
@@ -201,6 +203,68 @@ def setup(app: web.Application) -> None:
         ),
     )
 
+    _task_routes(registry, refs)
+
+
+def _task_routes(registry: Registry, refs: dict[str, openapi.Schema]) -> None:
+    """The optional /api/tasks routes (see gateway.families.c_tasks)."""
+    task_id = openapi.parameter(
+        "task_id", "path", {"type": "integer", "minimum": 1}, description="the task id"
+    )
+    tasks = "/api/tasks"
+    for method, path, handler, rpc, failure, name, summary, response, body in (
+        (
+            "GET",
+            tasks,
+            c_tasks.list_tasks,
+            "ListRuns",
+            "Error while fetching tasks",
+            "list_tasks",
+            "All tasks, newest first",
+            refs["TaskList"],
+            None,
+        ),
+        (
+            "GET",
+            tasks + "/{task_id}",
+            c_tasks.get_task,
+            "GetRun",
+            "Error while fetching task",
+            "get_task",
+            "A task",
+            refs["Task"],
+            None,
+        ),
+        (
+            "GET",
+            tasks + "/{task_id}/runs",
+            c_tasks.task_runs,
+            "ListRuns",
+            "Error while fetching task runs",
+            "task_runs",
+            "The task's runs, newest first",
+            refs["LightTaskRuns"],
+            None,
+        ),
+        (
+            "POST",
+            tasks + "/{task_id}/runs",
+            c_tasks.run_task,
+            "Run",
+            "Error while running task",
+            "run_task",
+            "Run the task again with overrides",
+            {"anyOf": [refs["AgentResponse"], refs["AsyncAgentResponse"]]},
+            refs["TaskRunRequest"],
+        ),
+    ):
+        operation = _operation(
+            f"webagent_{name}", summary, response, refs, [] if path == tasks else [task_id], body
+        )
+        if body is not None:
+            operation["requestBody"]["required"] = False
+        registry.add(method, path, handler, errors=renderer(failure), rpc=rpc, operation=operation)
+
 
 def _operation(
     operation_id: str,
@@ -239,5 +303,8 @@ def _schemas(registry: Registry) -> dict[str, openapi.Schema]:
     request = shapes.AgentRequest.model_json_schema(ref_template=template)
     for name, schema in request.pop("$defs", {}).items():
         registry.schemas.add(f"{TAG}.{name}", schema)
-    schemas = {"AgentRequest": request, **shapes.RESPONSE_SCHEMAS}
+    task_request = c_tasks.TaskRunRequest.model_json_schema(ref_template=template)
+    for name, schema in task_request.pop("$defs", {}).items():
+        registry.schemas.add(f"{TAG}.{name}", schema)
+    schemas = {"AgentRequest": request, "TaskRunRequest": task_request, **c_docs.RESPONSE_SCHEMAS}
     return {name: registry.schemas.add(f"{TAG}.{name}", schema) for name, schema in schemas.items()}

@@ -6,20 +6,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
 from google.protobuf import json_format
 from jsonschema import Draft7Validator, SchemaError
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
-from common.shapes import agent_response
+from common.shapes import TASK_ID, agent_response, answer_text
 from gateway import codec, rules
 from gateway.errors import ApiError, FieldViolation
+from gateway.families import c_schema
 
 R = run_pb2
+Body = TypeVar("Body", bound=BaseModel)
 # Server field paths -> AgentRequest fields, for server-side rejections of what the client sent.
 _BODY_FIELDS = {
     "input.message": "prompt",
@@ -31,6 +33,12 @@ _BODY_FIELDS = {
 }
 # Action ids are integers in WebAgent's store; ours are derived from the run number (see _steps).
 _ACTIONS_PER_RUN = 1_000_000
+# WebAgent's documented defaults, applied to the half of a model/provider override not sent.
+DEFAULT_MODEL, DEFAULT_PROVIDER = "o3", "openai"
+# What family C's runs carry in their metadata: a task's first run is NEW_TASK (the task's id is
+# its number), its other runs name the task (TASK_ID).
+FAMILY: dict[str, str] = {"family": "C"}
+NEW_TASK: dict[str, str] = {"task": "new"}
 
 
 class Provider(StrEnum):
@@ -79,7 +87,8 @@ class AgentRequest(BaseModel):
     response_format: str | None = Field("text", description="text or json")
     json_schema: str | dict[Any, Any] | None = Field(
         None,
-        description="Draft-7 JSON Schema of the result (an object, or its JSON text)",
+        description="Draft-7 JSON Schema of the result, or its JSON text; local $refs are written "
+        "out, and a result that is not an object is asked for as {result: ...} and unwrapped",
         json_schema_extra={"anyOf": [_ANSWER_SCHEMA, _ANSWER_SCHEMA_TEXT, {"type": "null"}]},
     )
     # WebAgent's "internal" replay fields: accepted and ignored (REC C.6.2).
@@ -88,29 +97,35 @@ class AgentRequest(BaseModel):
 
     @field_validator("json_schema")
     @classmethod
-    def _draft7(cls, value: str | dict[Any, Any] | None) -> dict[Any, Any] | None:
-        schema: Any = value
-        if isinstance(value, str):
-            try:
-                schema = codec.loads(value)
-            except codec.BadJson as exc:
-                raise ValueError(f"Invalid JSON string: {exc.problem}") from None
-            if not value.strip():
-                raise ValueError("Invalid JSON string: Expecting value")
-        if schema is None:
-            return None
-        try:
-            Draft7Validator.check_schema(schema)
-        except SchemaError as exc:
-            raise ValueError(f"Invalid JSON Schema: {exc.message}") from None
-        if not isinstance(schema, dict):  # `true` is a Draft-7 schema, but answers are objects
-            raise ValueError("Invalid JSON Schema: the schema must be a JSON object")
-        return schema
+    def _draft7(cls, value: str | dict[Any, Any] | None) -> Any:
+        return draft7(value)
 
     @property
     def wants_json(self) -> bool:
         # WebAgent's engine shapes the answer by the schema whatever response_format says.
         return self.json_schema is not None or (self.response_format or "").lower() == "json"
+
+
+def draft7(value: str | dict[Any, Any] | None) -> Any:
+    """A json_schema field: its JSON text parsed, checked as Draft 7 (ValueError if it is not)."""
+    schema: Any = value
+    if isinstance(value, str):
+        try:
+            schema = codec.loads(value)
+        except codec.BadJson as exc:
+            raise ValueError(f"Invalid JSON string: {exc.problem}") from None
+        if not value.strip():
+            raise ValueError("Invalid JSON string: Expecting value")
+    if schema is None:
+        return None
+    try:
+        Draft7Validator.check_schema(schema)
+        c_schema.answer_schema(schema)  # every valid schema is usable, bar broken references
+    except SchemaError as exc:
+        raise ValueError(f"Invalid JSON Schema: {exc.message}") from None
+    except ValueError as exc:
+        raise ValueError(f"Unusable JSON Schema: {exc}") from None
+    return schema  # a dict, or true / false
 
 
 @dataclass(eq=False)
@@ -131,6 +146,10 @@ class Unprocessable(ApiError):
 
 
 def parse_agent_request(raw: bytes) -> tuple[dict[str, Any], AgentRequest]:
+    return parse_body(raw, AgentRequest)
+
+
+def parse_body(raw: bytes, model: type[Body]) -> tuple[dict[str, Any], Body]:
     """The body (as sent) and the request, read as FastAPI reads them: malformed JSON and absent
     bodies are 422s too."""
     try:
@@ -144,9 +163,22 @@ def parse_agent_request(raw: bytes) -> tuple[dict[str, Any], AgentRequest]:
     if body is None:
         raise Unprocessable.of([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
     try:
-        return body, AgentRequest.model_validate(body, from_attributes=True)
+        return body, model.model_validate(body, from_attributes=True)
     except ValidationError as exc:
         raise Unprocessable.of([_fastapi_error(e) for e in exc.errors(include_url=False)]) from None
+
+
+_INT = TypeAdapter(int)
+
+
+def path_int(raw: str, name: str) -> int:
+    """A path parameter FastAPI declares `int`, parsed as pydantic parses it (422 if it is not)."""
+    try:
+        return _INT.validate_python(raw)
+    except ValidationError as exc:
+        raise Unprocessable.of(
+            [{**e, "loc": ["path", name]} for e in exc.errors(include_url=False, include_context=False)]
+        ) from None
 
 
 def _fastapi_error(error: Any) -> dict[str, Any]:
@@ -157,21 +189,36 @@ def _fastapi_error(error: Any) -> dict[str, Any]:
     return result
 
 
-def run_request(req: AgentRequest, agent_id: str) -> pb.RunRequest:
-    """Only what the client sent overrides the agent: WebAgent's own defaults ("o3" on openai)
-    would make every run on a server without an OpenAI key fail."""
-    options = R.RunOptions(
-        model=req.model if "model" in req.model_fields_set else "",
-        provider=req.provider.value if "provider" in req.model_fields_set else "",
-    )
+def model_options(req: AgentRequest) -> R.RunOptions:
+    """Only what the client sent overrides the agent (WebAgent's defaults, "o3" on openai, would
+    make every run on a server without an OpenAI key fail); the half of the pair not sent takes
+    WebAgent's default. A model that names its provider ("anthropic:...") needs none."""
+    model = req.model if "model" in req.model_fields_set else ""
+    provider = req.provider.value if "provider" in req.model_fields_set else ""
+    if model and not provider and ":" not in model:
+        provider = DEFAULT_PROVIDER
+    if provider and not model:
+        model = DEFAULT_MODEL
+    return R.RunOptions(model=model, provider=provider)
+
+
+def run_request(req: AgentRequest, agent_id: str, task_id: int | None = None) -> pb.RunRequest:
+    """A new task's first run, or (`task_id`) another run of a task."""
     run_input = R.RunInput(
         message=req.prompt,
-        options=options,
+        options=model_options(req),
         response_format=R.RESPONSE_FORMAT_JSON if req.wants_json else R.RESPONSE_FORMAT_TEXT,
     )
-    if isinstance(req.json_schema, dict):
-        run_input.json_schema.update(req.json_schema)
+    metadata: dict[str, Any] = {**FAMILY, **({TASK_ID: str(task_id)} if task_id else NEW_TASK)}
+    if req.json_schema is not None:
+        schema, wrap = c_schema.answer_schema(req.json_schema)
+        run_input.json_schema.update(schema)
+        if wrap or schema != req.json_schema:  # shown as the client wrote it
+            metadata[c_schema.ORIGINAL] = json.dumps(req.json_schema)
+        if wrap:
+            metadata[c_schema.WRAPPED] = True
     message = pb.RunRequest(agent_id=agent_id, input=run_input, wait=req.wait_for_completion is not False)
+    message.metadata.update(metadata)
     if req.webhook_url:
         message.webhook_url = req.webhook_url
         message.webhook_format = R.WEBHOOK_FORMAT_AGENT_RESPONSE
@@ -221,17 +268,20 @@ def task_run(run: R.Run, agent_model: str, delivery: R.WebhookDelivery | None) -
     response = agent_response(run)
     options = run.input.options
     default_provider, _, default_name = agent_model.rpartition(":")
+    model, provider = options.model, options.provider
+    if ":" in model and not provider:  # "provider:model" names both
+        provider, _, model = model.partition(":")
     success, code, message = webhook_result(delivery)
     return {
         "id": run.number,
-        "task_id": run.number,
+        "task_id": response["task_id"],
         "prompt": run.input.message,
-        "model": options.model or default_name or None,
-        "provider": options.provider or default_provider or None,
+        "model": model or default_name or None,
+        "provider": provider or default_provider or None,
         "webhook_url": run.webhook_url or None,
         "response_format": "json" if run.input.response_format == R.RESPONSE_FORMAT_JSON else "text",
-        "json_schema": _schema_text(run.input),
-        "result": run.output if run.state == R.RUN_STATE_COMPLETED else None,
+        "json_schema": _schema_text(run),
+        "result": answer_text(run) if run.state == R.RUN_STATE_COMPLETED else None,
         "is_done": response["is_done"],
         "is_successful": response["is_successful"],
         "webhook_result_success": success,
@@ -242,10 +292,13 @@ def task_run(run: R.Run, agent_model: str, delivery: R.WebhookDelivery | None) -
     }
 
 
-def _schema_text(run_input: R.RunInput) -> str | None:
-    if not run_input.HasField("json_schema"):
+def _schema_text(run: R.Run) -> str | None:
+    original = run.metadata.fields.get(c_schema.ORIGINAL)
+    if original is not None and original.string_value:
+        return original.string_value
+    if not run.input.HasField("json_schema"):
         return None
-    return json.dumps(whole_numbers(json_format.MessageToDict(run_input.json_schema)))
+    return json.dumps(whole_numbers(json_format.MessageToDict(run.input.json_schema)))
 
 
 def _steps(number: int, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -288,102 +341,3 @@ def webhook_result(delivery: R.WebhookDelivery | None) -> tuple[bool | None, int
     last = delivery.attempts[-1] if delivery.attempts else R.WebhookAttempt()
     message = last.error or ("delivered" if delivered else "not delivered")
     return delivered, last.status_code or (200 if delivered else 500), message
-
-
-# ---- documented shapes (components of /openapi.json, named "webagent.<name>") ----------------
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/webagent.{name}"}
-
-
-def _nullable(kind: str) -> dict[str, Any]:
-    return {"type": [kind, "null"]}
-
-
-def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "required": required or list(properties), "properties": properties}
-
-
-_ACTION_FIELDS = {
-    "name": {"type": "string"},
-    "params": _nullable("object"),
-    "is_done": _nullable("boolean"),
-    "success": _nullable("boolean"),
-    "extracted_content": _nullable("string"),
-    "error": _nullable("string"),
-    "include_in_memory": _nullable("boolean"),
-}
-_NUMBERS = {name: {"type": "integer"} for name in ("id", "task_run_id", "step_number", "action_number")}
-_STATUS = {"type": "string", "enum": ["success", "failure", "in_progress"]}
-_VALIDATION_ERROR = _object(
-    {
-        "type": {"type": "string"},
-        "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
-        "msg": {"type": "string"},
-        "input": {},
-        "ctx": {"type": "object"},
-    },
-    ["type", "loc", "msg"],
-)
-RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
-    "Action": _object(_ACTION_FIELDS, ["name"]),
-    "HistoryItem": _object(
-        {"description": _nullable("string"), "actions": {**_nullable("array"), "items": _ref("Action")}}
-    ),
-    "AgentResponse": _object(
-        {
-            "task_id": _nullable("integer"),
-            "task_run_id": _nullable("integer"),
-            "history": {**_nullable("array"), "items": _ref("HistoryItem")},
-            "result": {"description": "the answer: text, or a JSON value for json answers"},
-            "is_done": _nullable("boolean"),
-            "is_successful": _nullable("boolean"),
-            "status": _STATUS,
-        }
-    ),
-    "AsyncAgentResponse": _object({"task_id": {"type": "integer"}, "task_run_id": {"type": "integer"}}),
-    "RunAction": _object({**_NUMBERS, **_ACTION_FIELDS}),
-    "RunStep": _object(
-        {
-            "task_run_id": {"type": "integer"},
-            "step_number": {"type": "integer"},
-            "description": _nullable("string"),
-            "screenshot": _nullable("string"),
-            "actions": {"type": "array", "items": _ref("RunAction")},
-        }
-    ),
-    "TaskRun": _object(
-        {
-            "id": {"type": "integer"},
-            "task_id": {"type": "integer"},
-            "prompt": {"type": "string"},
-            "model": _nullable("string"),
-            "provider": _nullable("string"),
-            "webhook_url": _nullable("string"),
-            "response_format": {"type": "string", "enum": ["text", "json"]},
-            "json_schema": {**_nullable("string"), "description": "the schema as JSON text"},
-            "result": {**_nullable("string"), "description": "the answer; JSON text for json answers"},
-            "is_done": {"type": "boolean"},
-            "is_successful": _nullable("boolean"),
-            "webhook_result_success": _nullable("boolean"),
-            "webhook_result_status_code": _nullable("integer"),
-            "webhook_result_message": _nullable("string"),
-            "steps": {"type": "array", "items": _ref("RunStep")},
-            "status": _STATUS,
-        }
-    ),
-    "CachedWorkflow": _object(
-        {
-            "success": {"type": "boolean"},
-            "workflow": {"type": "object"},
-            "message": {"type": "string"},
-            "task_id": {"type": "integer"},
-        }
-    ),
-    "ValidationError": _VALIDATION_ERROR,
-    "HTTPValidationError": _object({"detail": {"type": "array", "items": _ref("ValidationError")}}),
-    "Error": _object(
-        {"detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": _ref("ValidationError")}]}}
-    ),
-}

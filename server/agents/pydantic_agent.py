@@ -35,6 +35,7 @@ from pydantic_ai.messages import (
     VideoUrl,
 )
 from pydantic_ai.models import Model
+from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.output import OutputSpec
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.settings import ModelSettings
@@ -260,3 +261,10 @@ def build_pydantic_agent(
         ),
     )
     return PydanticAgent(spec.info(), agent, catalog, catalog.parse(spec.model))
+
+
+def trace_model_calls() -> None:
+    """Give every pydantic-ai agent OpenTelemetry spans for its model requests and tool calls, as
+    children of the run's span. Without message contents: prompts and answers stay out of traces."""
+    settings = InstrumentationSettings(include_content=False, include_binary_content=False)
+    PydanticAIAgent.instrument_all(settings)

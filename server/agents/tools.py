@@ -81,3 +81,6 @@ TOOLS: dict[str, Callable[..., str]] = {
     "clock": clock,
     "send_email": send_email,
 }
+# Tools that change nothing outside the run: a run that only started these may run again from the
+# start when its worker is lost. Any other tool (send_email, a team member) may have acted.
+SIDE_EFFECT_FREE = frozenset({"calculator", "clock"})

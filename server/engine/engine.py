@@ -9,11 +9,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from prometheus_client import Gauge
+
+from common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from server import metrics
 from server.agents.base import Agent
 from server.agents.registry import AgentRegistry
 from server.auth.limits import LimitSettings, queue_full
@@ -51,6 +54,7 @@ class Submission:
     webhook_url: str = ""
     webhook_format: str = ""
     extras: dict[str, Any] | None = None
+    trace: str = ""  # the submitting call's `traceparent`: the run's span continues its trace
 
 
 class Engine:
@@ -127,6 +131,8 @@ class Engine:
                 reason="IDEMPOTENCY_KEY_REUSED",
                 metadata={"run_id": run.id, "idempotency_key": sub.idempotency_key},
             )
+        if created:
+            metrics.RUNS_SUBMITTED.labels(run.agent_id).inc()
         if created and run.state == RUNNING:
             self._dispatcher.launch(run, agent)
         elif created:
@@ -174,7 +180,7 @@ class Engine:
 
     async def events(self, run: RunRecord, after_seq: int) -> AsyncGenerator[EventRecord, None]:
         """Stored events after `after_seq`, then live ones, until the run ends or pauses."""
-        with self.hub.subscribe(run.id) as live:
+        with self.hub.subscribe(run.id) as live, _open(metrics.OPEN_STREAMS.labels("stream")):
             async with contextlib.aclosing(
                 follow(self.store, live, after_seq, quiet_s=self.hub.quiet_s)
             ) as events:
@@ -185,7 +191,7 @@ class Engine:
         """Submit, then stream the run's events from START (subscribed before the run exists, so
         nothing needs to be read back)."""
         run_id = str(uuid.uuid4())
-        with self.hub.subscribe(run_id) as live:
+        with self.hub.subscribe(run_id) as live, _open(metrics.OPEN_STREAMS.labels("stream")):
             run, created = await self.submit(sub, run_id, start=True)
             if created:
                 stream = follow(self.store, live, 0, quiet_s=self.hub.quiet_s, replay=False)
@@ -214,6 +220,10 @@ class Engine:
             return await self._settle(live, await self.get(run.id))
 
     async def _settle(self, live: Subscription, run: RunRecord) -> RunRecord:
+        with _open(metrics.OPEN_STREAMS.labels("waiter")):
+            return await self._settled(live, run)
+
+    async def _settled(self, live: Subscription, run: RunRecord) -> RunRecord:
         while run.state in (QUEUED, RUNNING):
             batch = await live.get(self.hub.quiet_s())
             if batch is None or live.lagged:  # quiet (another process runs it) or fell behind
@@ -237,24 +247,41 @@ class Engine:
             error_reason="CANCELLED",
             error_message=message,
         )
-        while not run.terminal:
-            if run.state in (QUEUED, PAUSED):
-                done = await self.store.transition(run.id, outcome, states=[QUEUED, PAUSED])
-                if done is not None:
-                    return done
-            elif run.state == RUNNING:
-                await self._cancel_running(run, outcome)
-            run = await self.get(run.id)
+        # The worker confirms within a lease renewal, or is lost and swept within lease + sweep; past
+        # twice that the caller hears so (the cancel stays requested and applies when it can).
+        bound = 2 * (self.settings.lease_s + self.settings.sweep_interval_s + self.settings.cancel_grace_s)
+        try:
+            async with asyncio.timeout(bound):
+                while not run.terminal:
+                    if run.state in (QUEUED, PAUSED):
+                        done = await self.store.transition(run.id, outcome, states=[QUEUED, PAUSED])
+                        if done is not None:
+                            return done
+                    elif run.state == RUNNING:
+                        await self._cancel_running(run, outcome)
+                    run = await self.get(run.id)
+        except TimeoutError:
+            raise Unavailable(
+                f"run {run.id} did not stop within {bound:g}s; its cancel stays requested",
+                reason="CANCEL_PENDING",
+                metadata={"run_id": run.id},
+            ) from None
         return run
 
     async def _cancel_running(self, run: RunRecord, outcome: Outcome) -> None:
         task = self._dispatcher.stop(run.id, outcome.error_message or "")
         if task is None:
-            # Another process holds the lease: flag it; that worker sees the flag when it renews.
-            await self.store.request_cancel(run.id)
-            await self._wait_until(
-                run, lambda r: r.state != RUNNING, self.settings.lease_s + self.settings.sweep_interval_s
-            )
+            # Another process holds the lease: flag it (NOTIFY tells that worker at once; it also sees
+            # the flag when it renews) and wait for its end. Subscribed first: the end may be
+            # committed, and announced, before request_cancel even returns.
+            with self.hub.subscribe(run.id) as live:
+                await self.store.request_cancel(run.id)
+                await self._wait_until(
+                    live,
+                    run,
+                    lambda r: r.state != RUNNING,
+                    self.settings.lease_s + self.settings.sweep_interval_s,
+                )
             return
         finished, _ = await asyncio.wait([task], timeout=self.settings.cancel_grace_s)
         if not finished:
@@ -265,14 +292,13 @@ class Engine:
             )
             await self.store.transition(run.id, outcome, states=[RUNNING])
 
-    async def _wait_until(self, run: RunRecord, done: Any, timeout: float) -> None:
+    async def _wait_until(self, live: Subscription, run: RunRecord, done: Any, timeout: float) -> None:
+        """Until `done(run)` holds for the stored run (re-read after each wake-up), or `timeout`."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                with self.hub.subscribe(run.id) as live:
-                    while not done(run):
-                        await live.get(self.hub.quiet_s())
-                        live.reset()
-                        run = await self.get(run.id)
+                while not done(run := await self.get(run.id)):
+                    await live.get(self.hub.quiet_s())
+                    live.reset()
 
     async def decide(
         self, ref: str, tool_call_id: str, approve: bool, reason: str, user_id: str, org: str | None = None
@@ -317,6 +343,15 @@ class Engine:
                 reason="RUN_NOT_FINISHED",
                 metadata={"run_id": run.id, "state": run.state},
             )
+
+
+@contextlib.contextmanager
+def _open(gauge: Gauge) -> Iterator[None]:
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
 
 
 def _decided_already(run: RunRecord, tool_call_id: str, action: str) -> bool:

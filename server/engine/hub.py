@@ -1,9 +1,10 @@
 """In-process fan-out of committed events to stream subscribers. Bounded: a subscriber that falls
 behind is marked lagged and catches up from the store, so it never blocks the writer.
 
-The hub also knows whether news of other processes' commits reaches this one (always on SQLite's
-single process; on PostgreSQL while the LISTEN connection is up). While it does, a waiter re-reads
-the store only as a rare safety net (`recheck_s`); while it does not, every `poll_s`."""
+The hub also knows whether news of other processes' commits reaches this one (on PostgreSQL, while
+the LISTEN connection is up; on SQLite, where the store watches the file for other processes'
+commits, always). While it does, a waiter re-reads the store only as a rare safety net
+(`recheck_s`); while it does not, every `poll_s`."""
 
 from __future__ import annotations
 
@@ -12,51 +13,73 @@ import contextlib
 import random
 from collections.abc import Iterator
 
+from common.memory import Trimmer
 from server.store.records import EventRecord
 
 QUEUE_BATCHES = 256
 
 
 class Subscription:
-    __slots__ = ("_queue", "lagged", "run_id")
+    """One follower's live events: a short list of batches and, while it waits, one future. Ten
+    thousand idle streams hold ten thousand of these, so no asyncio.Queue (four deques, ~3 KB)."""
+
+    __slots__ = ("_batches", "_waiter", "lagged", "run_id")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self._queue: asyncio.Queue[list[EventRecord]] = asyncio.Queue(QUEUE_BATCHES)
+        self._batches: list[list[EventRecord]] = []
+        self._waiter: asyncio.Future[bool] | None = None
         self.lagged = False
 
     def reset(self) -> None:
         """Forget queued events; call before re-reading the store."""
         self.lagged = False
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._batches.clear()
 
     def offer(self, events: list[EventRecord]) -> None:
         if self.lagged:
             return
-        try:
-            self._queue.put_nowait(events)
-        except asyncio.QueueFull:
-            self.lagged = True
-            self._queue.get_nowait()  # make room for the wake-up below
-            self._queue.put_nowait([])
+        if len(self._batches) >= QUEUE_BATCHES:
+            self._lag()
+        else:
+            self._batches.append(events)
+            self._notify()
 
     def wake(self) -> None:
         """Events were committed elsewhere: make the follower read the store now."""
         if not self.lagged:
-            self.lagged = True
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait([])
+            self._lag()
+
+    def _lag(self) -> None:
+        # A lagged follower re-reads the store and drops what is queued: free it now, and leave
+        # the empty batch that tells it so.
+        self.lagged = True
+        self._batches.clear()
+        self._batches.append([])
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(True)
 
     async def get(self, timeout: float) -> list[EventRecord] | None:
         """Next batch of live events; None on timeout. An empty batch means "lagged"."""
-        if not self._queue.empty():
-            return self._queue.get_nowait()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._queue.get()
-        except TimeoutError:
-            return None
+        if not self._batches:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
+            try:
+                if not await waiter:
+                    return None
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self._batches.pop(0) if self._batches else []
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class Hub:
@@ -65,6 +88,7 @@ class Hub:
         self.poll_s = poll_s
         self.recheck_s = recheck_s
         self.notified = True
+        self._trimmer = Trimmer()  # gives the memory of thousands of ended streams back
 
     def quiet_s(self) -> float:
         """How long a waiter may hear nothing before it re-reads the store itself. Jittered, so
@@ -109,3 +133,4 @@ class Hub:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._subscribers[run_id]
+            self._trimmer.ended()

@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from server import metrics
 from server.agents.base import Agent
 from server.agents.registry import AgentRegistry
+from server.agents.tools import SIDE_EFFECT_FREE
 from server.auth.limits import LimitSettings
 from server.engine.runner import Runner
 from server.store.contract import Store
-from server.store.records import ERROR, FAILED, PAUSED, QUEUED, RUNNING, Outcome, RunRecord
+from server.store.records import ERROR, FAILED, PAUSED, QUEUED, RUNNING, STATUS, Outcome, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class EngineSettings:
     recheck_s: float = 60.0
     default_timeout_s: float = 3600.0
     cancel_grace_s: float = 5.0  # how long a cancelled agent gets to stop before it is abandoned
+    # Attempts a run gets in all when its worker is lost and it is safe to run again (see sweep_once).
+    max_attempts: int = 3
 
 
 class Dispatcher:
@@ -229,6 +233,7 @@ class Dispatcher:
                 executing = list(self._runners)
                 for run_id in await self.store.renew(self.owner, self.settings.lease_s, executing):
                     self.stop(run_id)
+                metrics.LEASE_RENEWALS.inc(len(executing))
             except Exception:
                 log.exception("renewing leases failed")
 
@@ -240,19 +245,66 @@ class Dispatcher:
             except Exception:
                 log.exception("sweeping failed")
 
+    async def _may_run_again(self, run: RunRecord) -> bool:
+        """A lost run may run again from the start while it has attempts left, was not resumed after
+        a decision, and its tool ledger shows no call of a tool that may have acted (the runner
+        stores each tool call before the tool runs)."""
+        if run.attempt >= self.settings.max_attempts or run.resume or run.decisions or run.cancel_requested:
+            return False
+        return all(name in SIDE_EFFECT_FREE for name in await self.store.started_tools(run.id))
+
+    async def _requeue_lost(self, run: RunRecord, now: float) -> None:
+        requeued = await self.store.transition(
+            run.id, _lost_and_requeued(), states=[RUNNING], lease_before=now
+        )
+        if requeued is not None:
+            log.warning(
+                "run %s: its worker stopped renewing the lease; queued for attempt %d",
+                run.id,
+                requeued.attempt,
+                extra={
+                    "run_id": run.id,
+                    "org_id": run.org_id,
+                    "agent_id": run.agent_id,
+                    "reason": "WORKER_LOST",
+                },
+            )
+            self.wake()
+
     async def sweep_once(self) -> None:
         """Fail runs past their deadline that no local worker is executing, and runs whose worker
         stopped renewing its lease (WORKER_LOST)."""
+        metrics.SWEEPS.inc()
         now = time.time()
         for run in await self.store.overdue(now):
             if run.id in self._runners:
                 continue  # its own timeout ends it
             if run.state == RUNNING and run.lease_expires_at is not None and run.lease_expires_at < now:
+                if await self._may_run_again(run):
+                    await self._requeue_lost(run, now)
+                    continue
                 outcome = _failure("WORKER_LOST", "the worker executing the run stopped responding")
+                log.warning(
+                    "run %s: its worker stopped renewing the lease",
+                    run.id,
+                    extra={
+                        "run_id": run.id,
+                        "org_id": run.org_id,
+                        "agent_id": run.agent_id,
+                        "reason": "WORKER_LOST",
+                    },
+                )
                 await self.store.transition(run.id, outcome, states=[RUNNING], lease_before=now)
             elif run.deadline < now and run.state in (QUEUED, PAUSED):
                 outcome = _failure("DEADLINE_EXCEEDED", f"run exceeded its timeout of {run.timeout_s:g}s")
                 await self.store.transition(run.id, outcome, states=[QUEUED, PAUSED], deadline_before=now)
+
+
+def _lost_and_requeued() -> Outcome:
+    message = "the worker executing the run stopped responding; it runs again"
+    return Outcome(
+        QUEUED, STATUS, {"state": QUEUED, "reason": "WORKER_LOST", "message": message}, release=True
+    )
 
 
 def _failure(reason: str, message: str) -> Outcome:

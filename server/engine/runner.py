@@ -8,9 +8,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from common import logs
+from common.tracing import TRACER, parent_of
+from server import metrics
 from server.agents.base import (
     Agent,
     AgentContext,
@@ -26,6 +31,7 @@ from server.agents.base import (
     ToolStart,
 )
 from server.engine.inputs import run_input_from_dict
+from server.engine.transcript import Transcript
 from server.store.contract import Store
 from server.store.records import (
     CANCELLED,
@@ -55,47 +61,6 @@ YIELD_EVERY = 64
 FINAL_WRITE_RETRY_S = 20.0
 
 
-@dataclass
-class Transcript:
-    """What a run has produced so far: carried across a pause in the run's `result`."""
-
-    output: list[str] = field(default_factory=list)
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    reasoning_steps: list[str] = field(default_factory=list)
-    usage: dict[str, int] = field(default_factory=dict)
-    reasoning: list[str] = field(default_factory=list)
-    open_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def resume(cls, result: dict[str, Any] | None) -> Transcript:
-        result = result or {}
-        return cls(
-            output=[result["output"]] if result.get("output") else [],
-            tool_calls=list(result.get("tool_calls", [])),
-            reasoning_steps=list(result.get("reasoning_steps", [])),
-            usage=dict(result.get("usage", {})),
-        )
-
-    def close_reasoning(self) -> None:
-        if self.reasoning:
-            self.reasoning_steps.append("".join(self.reasoning))
-            self.reasoning = []
-
-    def add_usage(self, **counts: int) -> None:
-        for name, value in counts.items():
-            self.usage[name] = self.usage.get(name, 0) + value
-
-    def result(self, **extra: Any) -> dict[str, Any]:
-        self.close_reasoning()
-        return {
-            "output": "".join(self.output),
-            "tool_calls": self.tool_calls,
-            "reasoning_steps": self.reasoning_steps,
-            "usage": self.usage,
-            **extra,
-        }
-
-
 class Runner:
     def __init__(self, store: Store, owner: str, agent: Agent, run: RunRecord) -> None:
         self.store = store
@@ -111,6 +76,8 @@ class Runner:
         self._seq = run.last_seq
         self._transcript = Transcript.resume(run.result)
         self._started = time.perf_counter()
+        self._heard = False  # whether the agent produced an event yet
+        self._tool_spans: dict[str, Span] = {}
 
     def interrupt(self, reason: str, message: str = "") -> bool:
         """Stop the run: "cancel" (CancelRun), "release" (shutdown) or "lost" (its events stopped
@@ -127,13 +94,13 @@ class Runner:
     async def execute(self) -> RunRecord | None:
         self._task = asyncio.current_task()
         run = self.run
+        # Every line this task logs names the run (its own task: the fields go with it).
+        logs.bind_run(run_id=run.id, org_id=run.org_id, agent_id=run.agent_id, attempt=run.attempt)
         if self.stop_reason is not None:  # stopped before it began
             outcome = self._released() if self.stop_reason == "release" else self._cancelled()
         else:
-            if run.resume or run.attempt > 1:
-                reason = "RESUMED" if run.resume else "RETRIED"
-                await self._emit(STATUS, {"state": RUNNING, "reason": reason})
-            outcome = await self._drive()
+            metrics.started(run)
+            outcome = await self._traced()
         self.finalizing = True
         # Queued right behind the run's last events (same group commit): the seq condition makes it
         # apply only if every one of them was stored.
@@ -143,7 +110,33 @@ class Runner:
             record = await self._end(lost)
         if record is None:
             log.warning("run %s: this worker lost its lease; another one ended the run", run.id)
+        else:
+            log.debug("run %s: %s %s", run.id, record.state, record.error_reason or "")
         return record
+
+    async def _traced(self) -> Outcome:
+        """Drive the agent inside the run's span, which continues the submitting call's trace (the
+        model and tool calls are its children)."""
+        run = self.run
+        attributes: dict[str, str | int] = {
+            "agentrun.run_id": run.id,
+            "agentrun.agent_id": run.agent_id,
+            "agentrun.attempt": run.attempt,
+        }
+        with TRACER.start_as_current_span(
+            f"run {run.agent_id}",
+            context=parent_of(run.trace_context),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        ) as span:
+            if run.resume or run.attempt > 1:
+                reason = "RESUMED" if run.resume else "RETRIED"
+                await self._emit(STATUS, {"state": RUNNING, "reason": reason})
+            outcome = await self._drive()
+            span.set_attribute("agentrun.state", outcome.state)
+            if outcome.error_reason:
+                span.set_status(Status(StatusCode.ERROR, outcome.error_reason))
+            return outcome
 
     async def _end(self, outcome: Outcome, seq: int | None = None) -> RunRecord | None:
         """The final transition, tried again while the database is unreachable (the run keeps its
@@ -184,11 +177,24 @@ class Runner:
                 return self._released()
             return self._cancelled()
         except AgentFailure as exc:
-            log.info("run %s: agent %s failed: %s %s", self.run.id, self.agent.info.id, exc.reason, exc)
+            log.info(
+                "run %s: agent %s failed: %s %s",
+                self.run.id,
+                self.agent.info.id,
+                exc.reason,
+                exc,
+                extra={"reason": exc.reason},
+            )
             await self._close_open_calls(f"the agent failed: {exc.message}")
             return self._failed(exc.reason, exc.message)
         except Exception as exc:
-            log.info("run %s: agent %s failed: %r", self.run.id, self.agent.info.id, exc)
+            log.info(
+                "run %s: agent %s failed: %r",
+                self.run.id,
+                self.agent.info.id,
+                exc,
+                extra={"reason": "AGENT_ERROR"},
+            )
             await self._close_open_calls(f"the agent failed: {exc}")
             return self._failed("AGENT_ERROR", f"{type(exc).__name__}: {exc}")
 
@@ -232,6 +238,9 @@ class Runner:
         ]
 
     async def _record(self, event: AgentEvent) -> None:
+        if not self._heard:
+            self._heard = True
+            metrics.first_event(self.run)
         t = self._transcript
         if isinstance(event, ReasoningDelta):
             t.reasoning.append(event.text)
@@ -244,7 +253,12 @@ class Runner:
         elif isinstance(event, ToolStart):
             call = {"id": event.tool_call_id, "name": event.name, "arguments_json": event.arguments_json}
             t.open_calls[event.tool_call_id] = call
-            await self._emit(TOOL_START, dict(call))
+            self._tool_spans[event.tool_call_id] = TRACER.start_span(
+                f"tool {event.name}", attributes={"agentrun.tool_call_id": event.tool_call_id}
+            )
+            # The tool ledger: the call is stored before the agent gets to run it, so a run whose
+            # worker is lost can be judged safe to run again (no side-effecting call began) or not.
+            await (await self._emit(TOOL_START, dict(call)))
         elif isinstance(event, ToolEnd):
             await self._end_call(
                 event.tool_call_id, event.name, event.result, event.duration_ms, event.is_error
@@ -254,6 +268,11 @@ class Runner:
         t = self._transcript
         call = t.open_calls.pop(call_id, {"id": call_id, "name": name, "arguments_json": "{}"})
         call |= {"result": result, "duration_ms": duration_ms, "is_error": is_error}
+        span = self._tool_spans.pop(call_id, None)
+        if span is not None:
+            if is_error:
+                span.set_status(Status(StatusCode.ERROR, result[:200]))
+            span.end()
         t.tool_calls.append(call)
         t.add_usage(tool_ms=duration_ms)
         await self._emit(TOOL_END, call)
@@ -263,13 +282,15 @@ class Runner:
         for call_id, call in list(self._transcript.open_calls.items()):
             await self._end_call(call_id, call["name"], f"not completed: {why}", 0, True)
 
-    async def _emit(self, type_: str, data: dict[str, Any]) -> None:
+    async def _emit(self, type_: str, data: dict[str, Any]) -> Awaitable[bool]:
+        """Queue an event; the awaitable says whether it was stored (most callers need not wait)."""
         event = EventRecord(self.run.id, self._seq + 1, type_, data, time.time())
         stored = await self.store.append(self.run.id, self.owner, [event])
         # Counted once queued: a cancel while waiting for room in the writer's queue loses nothing.
         self._seq = event.seq
         if isinstance(stored, asyncio.Future):
             stored.add_done_callback(self._check_stored)
+        return stored
 
     def _check_stored(self, stored: asyncio.Future[bool]) -> None:
         """An event was not stored: this worker lost its lease (another process ended the run) or

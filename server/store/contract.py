@@ -9,7 +9,7 @@ None or False means its conditions did not hold, never a partial write); a run's
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -25,9 +25,10 @@ from server.store.records import (
     RunFilter,
     RunRecord,
 )
+from server.store.retention import Purged
 from server.store.sql import SqlStore
 
-__all__ = ["Deliveries", "Outbox", "Publish", "QueueFull", "Store", "open_store"]
+__all__ = ["Deliveries", "Outbox", "Publish", "Purged", "QueueFull", "Store", "open_store"]
 
 # Called with the events of every commit, after it committed (the event of a state change carries
 # the run as that change left it).
@@ -96,6 +97,14 @@ class Store(Protocol):
 
     async def list_events(self, run_id: str, after_seq: int, limit: int) -> list[EventRecord]:
         """Up to `limit` stored events of a run with seq > `after_seq`, in seq order."""
+        ...
+
+    async def started_tools(self, run_id: str) -> list[str]:
+        """The names of the tools the run's stored TOOL_START events say were called (the ledger)."""
+        ...
+
+    async def queue_stats(self) -> tuple[int, float | None]:
+        """How many runs are queued (every org), and when the oldest of them was submitted."""
         ...
 
     # ---- runs -----------------------------------------------------------------------------
@@ -181,7 +190,20 @@ class Store(Protocol):
         """While open, commits of other processes call `on_events(run_id)`, `on_queue()` and, for a
         run `request_cancel` flagged, `on_cancel(run_id)` where the backend can tell (PostgreSQL);
         `on_health(up)` says when that news stops and starts again (a lost connection), so waiters
-        poll meanwhile. Elsewhere (one SQLite process) a no-op: there is no other process."""
+        poll meanwhile. On SQLite, which has no NOTIFY, the store watches the file instead: another
+        process's commit calls `on_queue()` and `on_health(True)` (every waiter re-reads)."""
+        ...
+
+    # ---- retention ----------------------------------------------------------------------
+
+    async def purge(
+        self, before: float | None, limit: int = 500, orgs: Mapping[str, float | None] | None = None
+    ) -> Purged | None:
+        """One batch, in one transaction: delete up to `limit` terminal runs that ended before
+        `before` (None: no default cutoff) — for an org in `orgs`, before its own cutoff instead
+        (None: keep that org's runs) — with their events, their webhook deliveries and the sessions
+        left without a run. A run is kept, whatever its age, while it is not terminal or a delivery
+        of it is PENDING. None (and nothing deleted) when another replica is purging."""
         ...
 
     @property

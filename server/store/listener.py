@@ -46,6 +46,7 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self._on_health(False)  # until LISTEN is in place: no call may count on it before that
         self._task = asyncio.create_task(self._run(), name="store-listener")
 
     async def stop(self) -> None:
@@ -66,7 +67,6 @@ class Listener:
             self._on_queue()
 
     async def _run(self) -> None:
-        self._on_health(False)  # until LISTEN is in place
         while True:
             conn = None
             try:

@@ -60,12 +60,21 @@ def _v5_run_numbers_never_reused(conn: Connection) -> None:
     conn.execute(text("DROP TABLE run_before_v5"))
 
 
+def _v6_retention_index(conn: Connection) -> None:
+    """Retention finds finished runs by when they ended; without this index each batch of a purge
+    would read the whole run table. v1 (and v5's rebuild) create it with the current tables."""
+    for index in RUN.indexes:
+        if index.name == "ix_run_state_completed":
+            index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_run_messages,
     _v3_webhook_outbox,
     _v4_org_state_index,
     _v5_run_numbers_never_reused,
+    _v6_retention_index,
 ]
 
 

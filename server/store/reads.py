@@ -11,8 +11,8 @@ from sqlalchemy.engine import Row
 
 from common import limits
 from server.store import statements as st
-from server.store.records import EventRecord, PriorRun, RunFilter, RunRecord
-from server.store.tables import RUN
+from server.store.records import QUEUED, TOOL_START, EventRecord, PriorRun, RunFilter, RunRecord
+from server.store.tables import RUN, RUN_EVENT
 
 Fetch = Callable[..., Awaitable[list[Sequence[Row[Any]]]]]
 # run.number is an INTEGER column, 32 bits on PostgreSQL (SERIAL): no run has a larger number, and a
@@ -100,6 +100,19 @@ class RunReads:
         [rows] = await self._fetch((st.EVENTS_AFTER, {"rid": run_id, "after": after_seq, "lim": limit}))
         return [event_from_row(r) for r in rows]
 
+    async def started_tools(self, run_id: str) -> list[str]:
+        """The names of the tools the run's stored TOOL_START events say were called (the ledger)."""
+        query = select(RUN_EVENT.c.data).where(RUN_EVENT.c.run_id == run_id, RUN_EVENT.c.type == TOOL_START)
+        [rows] = await self._fetch(query)
+        return [str((row.data or {}).get("name", "")) for row in rows]
+
+    async def queue_stats(self) -> tuple[int, float | None]:
+        """How many runs are queued (every org), and when the oldest of them was submitted."""
+        query = select(func.count(), func.min(RUN.c.created_at)).where(RUN.c.state == QUEUED)
+        [rows] = await self._fetch(query)
+        values: Sequence[Any] = rows[0]
+        return int(values[0]), values[1]
+
 
 def _filter_conditions(flt: RunFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
@@ -118,4 +131,10 @@ def _filter_conditions(flt: RunFilter) -> list[ColumnElement[bool]]:
         conditions.append(RUN.c.created_at >= flt.created_after)
     if flt.created_before is not None:
         conditions.append(RUN.c.created_at < flt.created_before)
+    for key, value in sorted(flt.metadata.items()):
+        conditions.append(RUN.c.extras[key].as_string() == value)
+    if flt.latest_per_session:
+        # Uncorrelated: the newest matching run of each session, whatever the outer query is.
+        newest = select(func.max(RUN.c.number)).where(*conditions).group_by(RUN.c.session_id)
+        return [RUN.c.number.in_(newest.correlate(None))]
     return conditions

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 QUEUED, RUNNING, PAUSED = "QUEUED", "RUNNING", "PAUSED"
@@ -53,6 +53,7 @@ class RunRecord:
     messages: list[dict[str, Any]] | None = None
     webhook_format: str | None = None
     webhook_result: dict[str, Any] | None = None
+    trace_context: str | None = None  # the `traceparent` of the call that submitted the run
 
     @property
     def terminal(self) -> bool:
@@ -132,6 +133,10 @@ class RunFilter:
     states: tuple[str, ...] = ()
     created_after: float | None = None
     created_before: float | None = None
+    # Top-level metadata (extras) keys that must hold these string values.
+    metadata: dict[str, str] = field(default_factory=dict)
+    # Only the newest matching run of each session.
+    latest_per_session: bool = False
 
 
 @dataclass(slots=True)

@@ -8,13 +8,13 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Executable, and_, delete, or_, select, update
 from sqlalchemy.engine import Row
 
-from server.store import dialect, quota
+from server.store import dialect, quota, retention
 from server.store import statements as st
 from server.store.deliveries import DeliveryStore, Outbox
 from server.store.reads import RunReads
@@ -324,6 +324,13 @@ class SqlStore(RunReads):
             return True
 
         return await self._writer.call(op)
+
+    async def purge(
+        self, before: float | None, limit: int = 500, orgs: Mapping[str, float | None] | None = None
+    ) -> retention.Purged | None:
+        """One batch of retention's purge (server/store/retention.py) in the writer's transaction."""
+        cutoffs = dict(orgs or {})
+        return await self._writer.call(lambda tx: retention.purge_batch(tx.conn, before, cutoffs, limit))
 
 
 def _by_key(tx: Tx, new: NewRun) -> tuple[RunRecord, bool] | None:

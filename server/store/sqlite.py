@@ -1,7 +1,8 @@
 """The SQLite backend: one process, one writer. The writer's connection is synchronous and owned by
 one thread (one thread hop per group commit instead of one per statement); reads use an aiosqlite
 pool in WAL mode, or the writer's connection for an in-memory database. The single writer makes
-every count exact. SQLite has no NOTIFY: other processes on the same file find changes by polling."""
+every count exact. SQLite has no NOTIFY: a process sharing the file learns of another's commits by
+watching the file's data version (once a second, no table read)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from server import tasks
 from server.store.migrations import migrate
 from server.store.records import EventRecord
 
 T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# How often the file is checked for other processes' commits (see SqliteBackend._watch).
+WATCH_S = 1.0
 
 
 def _setup(sync_engine: Engine, *, wal: bool, writes: bool) -> None:
@@ -46,6 +50,13 @@ def _setup(sync_engine: Engine, *, wal: bool, writes: bool) -> None:
         # Take the write lock up front: a deferred transaction that upgrades later can fail with
         # SQLITE_BUSY at once instead of waiting for busy_timeout.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _data_version(conn: Connection) -> int:
+    # On the DB-API connection, in autocommit: through SQLAlchemy it would begin a transaction,
+    # which takes the write lock here (BEGIN IMMEDIATE).
+    raw: Any = conn.connection.dbapi_connection
+    return int(raw.execute("PRAGMA data_version").fetchone()[0])
 
 
 class ThreadWriterConnection:
@@ -97,7 +108,8 @@ class SqliteBackend:
         _setup(self.read.sync_engine, wal=True, writes=False)
 
     def writer(self) -> ThreadWriterConnection:
-        return ThreadWriterConnection(self.write)
+        self._writer = ThreadWriterConnection(self.write)
+        return self._writer
 
     async def migrate(self) -> None:
         await asyncio.to_thread(migrate, self.write)
@@ -127,7 +139,27 @@ class SqliteBackend:
         on_cancel: Callable[[str], None],
         on_health: Callable[[bool], None],
     ) -> AsyncIterator[None]:
-        yield  # one process: every commit reaches the hub in process
+        watch = asyncio.create_task(self._watch(on_queue, on_health), name="sqlite-watch")
+        try:
+            yield
+        finally:
+            await tasks.stop(watch)
+
+    async def _watch(self, on_queue: Callable[[], None], on_health: Callable[[bool], None]) -> None:
+        """SQLite has no NOTIFY, and processes may share a file. Everything this process writes is
+        committed by the writer's connection, so that connection's `PRAGMA data_version` changes
+        only when another process commits to the file: then the queue and every waiter re-read."""
+        last: int | None = None
+        while True:
+            await asyncio.sleep(WATCH_S)
+            try:
+                version = await self._writer.run(_data_version)
+            except Exception:  # closed, or busy: look again next time
+                continue
+            if last is not None and version != last:
+                on_queue()
+                on_health(True)
+            last = version
 
     async def dispose(self) -> None:
         self.write.dispose()

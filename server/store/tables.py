@@ -24,6 +24,8 @@ class RunRow(SQLModel, table=True):
         Index("ix_run_org_number", "org_id", "number"),
         # Per-org counts of running and queued runs (fair-use limits).
         Index("ix_run_state_org", "state", "org_id"),
+        # Retention's purge: finished runs by when they ended (server/store/retention.py).
+        Index("ix_run_state_completed", "state", "completed_at"),
         # A deleted run's number is never given to another run (plain rowids reuse the largest).
         {"sqlite_autoincrement": True},
     )

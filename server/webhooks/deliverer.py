@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from standardwebhooks.webhooks import Webhook
 
-from server import tasks
+from server import metrics, tasks
 from server.store.contract import Deliveries
 from server.store.records import DeliveryRecord
 from server.urlpolicy import PolicyResolver, UrlPolicy
@@ -141,18 +141,22 @@ class Deliverer:
 
     async def _attempt(self, delivery: DeliveryRecord) -> dict[str, Any]:
         started = time.time()
-        status, error = 0, ""
+        status, error, outcome = 0, "", "ok"
         problem = await self.policy.problem(delivery.url)
         if problem is not None:
-            error = f"refused: URL {problem}"
+            error, outcome = f"refused: URL {problem}", "refused"
         else:
             try:
                 status = await self._post(delivery)
-                error = "" if 200 <= status < 300 else f"receiver answered HTTP {status}"
+                if not 200 <= status < 300:
+                    error, outcome = f"receiver answered HTTP {status}", "http_error"
             except TimeoutError:
-                error = f"timed out after {self.settings.timeout_s:g}s"
+                error, outcome = f"timed out after {self.settings.timeout_s:g}s", "timeout"
             except (aiohttp.ClientError, OSError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error, outcome = f"{type(exc).__name__}: {exc}", "unreachable"
+        metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
+        if outcome == "ok":
+            metrics.WEBHOOK_LAG.observe(max(time.time() - delivery.created_at, 0.0))
         duration_ms = int((time.time() - started) * 1000)
         return {
             "at": started,

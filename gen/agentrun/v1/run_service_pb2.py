@@ -29,13 +29,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentrun/v1/run_service.proto\x12\x0b\x61gentrun.v1\x1a\x15\x61gentrun/v1/run.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x02\n\nRunRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12$\n\x05input\x18\x02 \x01(\x0b\x32\x15.agentrun.v1.RunInput\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0e\n\x06org_id\x18\x05 \x01(\t\x12\x0c\n\x04wait\x18\x06 \x01(\x08\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x13\n\x0bwebhook_url\x18\t \x01(\t\x12)\n\x08metadata\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0ewebhook_format\x18\x0b \x01(\x0e\x32\x1a.agentrun.v1.WebhookFormat\",\n\x0bRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"[\n\x10StreamRunRequest\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.agentrun.v1.RunRequest\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\"9\n\x11StreamRunResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.RunEvent\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"/\n\x0eGetRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"&\n\x13\x42\x61tchGetRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\"O\n\x14\x42\x61tchGetRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.agentrun.v1.Run\x12\x17\n\x0fmissing_run_ids\x18\x02 \x03(\t\"\x93\x02\n\x0fListRunsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.agentrun.v1.RunState\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x35\n\x11\x63reate_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\x12\x0c\n\x04skip\x18\t \x01(\x05\"_\n\x10ListRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.agentrun.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"~\n\x0f\x43ontinueRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x02 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x15.agentrun.v1.Decision\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"1\n\x10\x43ontinueResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x11\x43\x61ncelRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"\"\n\x10\x44\x65leteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteRunResponse\"`\n\x14ListRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"W\n\x15ListRunEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.agentrun.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentrun.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentrun.v1.Agent\".\n\x1cListWebhookDeliveriesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"Q\n\x1dListWebhookDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.agentrun.v1.WebhookDelivery\"B\n\x1bRetryWebhookDeliveryRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\"N\n\x1cRetryWebhookDeliveryResponse\x12.\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1c.agentrun.v1.WebhookDelivery2\x90\x0c\n\nRunService\x12_\n\x03Run\x12\x17.agentrun.v1.RunRequest\x1a\x18.agentrun.v1.RunResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/agents/{agent_id}/runs:\x01*\x12\x9a\x01\n\tStreamRun\x12\x1d.agentrun.v1.StreamRunRequest\x1a\x1e.agentrun.v1.StreamRunResponse\"L\x82\xd3\xe4\x93\x02\x46\"%/v1/agents/{run.agent_id}/runs:stream:\x01*Z\x1a\x12\x18/v1/runs/{run_id}:stream0\x01\x12\\\n\x06GetRun\x12\x1a.agentrun.v1.GetRunRequest\x1a\x1b.agentrun.v1.GetRunResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs/{run_id}\x12n\n\x0c\x42\x61tchGetRuns\x12 .agentrun.v1.BatchGetRunsRequest\x1a!.agentrun.v1.BatchGetRunsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs:batchGet\x12Y\n\x08ListRuns\x12\x1c.agentrun.v1.ListRunsRequest\x1a\x1d.agentrun.v1.ListRunsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/runs\x12n\n\x08\x43ontinue\x12\x1c.agentrun.v1.ContinueRequest\x1a\x1d.agentrun.v1.ContinueResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/runs/{run_id}:continue:\x01*\x12o\n\tCancelRun\x12\x1d.agentrun.v1.CancelRunRequest\x1a\x1e.agentrun.v1.CancelRunResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/runs/{run_id}:cancel:\x01*\x12\x65\n\tDeleteRun\x12\x1d.agentrun.v1.DeleteRunRequest\x1a\x1e.agentrun.v1.DeleteRunResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/runs/{run_id}\x12x\n\rListRunEvents\x12!.agentrun.v1.ListRunEventsRequest\x1a\".agentrun.v1.ListRunEventsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/runs/{run_id}/events\x12\x61\n\nListAgents\x12\x1e.agentrun.v1.ListAgentsRequest\x1a\x1f.agentrun.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12\x66\n\x08GetAgent\x12\x1c.agentrun.v1.GetAgentRequest\x1a\x1d.agentrun.v1.GetAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/agents/{agent_id}\x12\x9b\x01\n\x15ListWebhookDeliveries\x12).agentrun.v1.ListWebhookDeliveriesRequest\x1a*.agentrun.v1.ListWebhookDeliveriesResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/runs/{run_id}/webhookDeliveries\x12\xaf\x01\n\x14RetryWebhookDelivery\x12(.agentrun.v1.RetryWebhookDeliveryRequest\x1a).agentrun.v1.RetryWebhookDeliveryResponse\"B\x82\xd3\xe4\x93\x02<\"7/v1/runs/{run_id}/webhookDeliveries/{delivery_id}:retry:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentrun/v1/run_service.proto\x12\x0b\x61gentrun.v1\x1a\x15\x61gentrun/v1/run.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x02\n\nRunRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12$\n\x05input\x18\x02 \x01(\x0b\x32\x15.agentrun.v1.RunInput\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x0e\n\x06org_id\x18\x05 \x01(\t\x12\x0c\n\x04wait\x18\x06 \x01(\x08\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x13\n\x0bwebhook_url\x18\t \x01(\t\x12)\n\x08metadata\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x0ewebhook_format\x18\x0b \x01(\x0e\x32\x1a.agentrun.v1.WebhookFormat\",\n\x0bRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"[\n\x10StreamRunRequest\x12$\n\x03run\x18\x01 \x01(\x0b\x32\x17.agentrun.v1.RunRequest\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x03\"9\n\x11StreamRunResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.agentrun.v1.RunEvent\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"/\n\x0eGetRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"&\n\x13\x42\x61tchGetRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\"O\n\x14\x42\x61tchGetRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.agentrun.v1.Run\x12\x17\n\x0fmissing_run_ids\x18\x02 \x03(\t\"\x9e\x03\n\x0fListRunsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.agentrun.v1.RunState\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x35\n\x11\x63reate_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x12\n\npage_token\x18\x08 \x01(\t\x12\x0c\n\x04skip\x18\t \x01(\x05\x12<\n\x08metadata\x18\n \x03(\x0b\x32*.agentrun.v1.ListRunsRequest.MetadataEntry\x12\x1a\n\x12latest_per_session\x18\x0b \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\x10ListRunsResponse\x12\x1e\n\x04runs\x18\x01 \x03(\x0b\x32\x10.agentrun.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"~\n\x0f\x43ontinueRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x02 \x01(\t\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x15.agentrun.v1.Decision\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"1\n\x10\x43ontinueResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"2\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x11\x43\x61ncelRunResponse\x12\x1d\n\x03run\x18\x01 \x01(\x0b\x32\x10.agentrun.v1.Run\"\"\n\x10\x44\x65leteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteRunResponse\"`\n\x14ListRunEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"W\n\x15ListRunEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.agentrun.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentrun.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentrun.v1.Agent\".\n\x1cListWebhookDeliveriesRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"Q\n\x1dListWebhookDeliveriesResponse\x12\x30\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1c.agentrun.v1.WebhookDelivery\"B\n\x1bRetryWebhookDeliveryRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\"N\n\x1cRetryWebhookDeliveryResponse\x12.\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1c.agentrun.v1.WebhookDelivery2\x90\x0c\n\nRunService\x12_\n\x03Run\x12\x17.agentrun.v1.RunRequest\x1a\x18.agentrun.v1.RunResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/agents/{agent_id}/runs:\x01*\x12\x9a\x01\n\tStreamRun\x12\x1d.agentrun.v1.StreamRunRequest\x1a\x1e.agentrun.v1.StreamRunResponse\"L\x82\xd3\xe4\x93\x02\x46\"%/v1/agents/{run.agent_id}/runs:stream:\x01*Z\x1a\x12\x18/v1/runs/{run_id}:stream0\x01\x12\\\n\x06GetRun\x12\x1a.agentrun.v1.GetRunRequest\x1a\x1b.agentrun.v1.GetRunResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs/{run_id}\x12n\n\x0c\x42\x61tchGetRuns\x12 .agentrun.v1.BatchGetRunsRequest\x1a!.agentrun.v1.BatchGetRunsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/runs:batchGet\x12Y\n\x08ListRuns\x12\x1c.agentrun.v1.ListRunsRequest\x1a\x1d.agentrun.v1.ListRunsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/runs\x12n\n\x08\x43ontinue\x12\x1c.agentrun.v1.ContinueRequest\x1a\x1d.agentrun.v1.ContinueResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/runs/{run_id}:continue:\x01*\x12o\n\tCancelRun\x12\x1d.agentrun.v1.CancelRunRequest\x1a\x1e.agentrun.v1.CancelRunResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/runs/{run_id}:cancel:\x01*\x12\x65\n\tDeleteRun\x12\x1d.agentrun.v1.DeleteRunRequest\x1a\x1e.agentrun.v1.DeleteRunResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/runs/{run_id}\x12x\n\rListRunEvents\x12!.agentrun.v1.ListRunEventsRequest\x1a\".agentrun.v1.ListRunEventsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/runs/{run_id}/events\x12\x61\n\nListAgents\x12\x1e.agentrun.v1.ListAgentsRequest\x1a\x1f.agentrun.v1.ListAgentsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/agents\x12\x66\n\x08GetAgent\x12\x1c.agentrun.v1.GetAgentRequest\x1a\x1d.agentrun.v1.GetAgentResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/agents/{agent_id}\x12\x9b\x01\n\x15ListWebhookDeliveries\x12).agentrun.v1.ListWebhookDeliveriesRequest\x1a*.agentrun.v1.ListWebhookDeliveriesResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/runs/{run_id}/webhookDeliveries\x12\xaf\x01\n\x14RetryWebhookDelivery\x12(.agentrun.v1.RetryWebhookDeliveryRequest\x1a).agentrun.v1.RetryWebhookDeliveryResponse\"B\x82\xd3\xe4\x93\x02<\"7/v1/runs/{run_id}/webhookDeliveries/{delivery_id}:retry:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentrun.v1.run_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTRUNSREQUEST_METADATAENTRY']._loaded_options = None
+  _globals['_LISTRUNSREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_RUNSERVICE'].methods_by_name['Run']._loaded_options = None
   _globals['_RUNSERVICE'].methods_by_name['Run']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/agents/{agent_id}/runs:\001*'
   _globals['_RUNSERVICE'].methods_by_name['StreamRun']._loaded_options = None
@@ -79,41 +81,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHGETRUNSRESPONSE']._serialized_start=837
   _globals['_BATCHGETRUNSRESPONSE']._serialized_end=916
   _globals['_LISTRUNSREQUEST']._serialized_start=919
-  _globals['_LISTRUNSREQUEST']._serialized_end=1194
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1196
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1291
-  _globals['_CONTINUEREQUEST']._serialized_start=1293
-  _globals['_CONTINUEREQUEST']._serialized_end=1419
-  _globals['_CONTINUERESPONSE']._serialized_start=1421
-  _globals['_CONTINUERESPONSE']._serialized_end=1470
-  _globals['_CANCELRUNREQUEST']._serialized_start=1472
-  _globals['_CANCELRUNREQUEST']._serialized_end=1522
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1524
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1574
-  _globals['_DELETERUNREQUEST']._serialized_start=1576
-  _globals['_DELETERUNREQUEST']._serialized_end=1610
-  _globals['_DELETERUNRESPONSE']._serialized_start=1612
-  _globals['_DELETERUNRESPONSE']._serialized_end=1631
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=1633
-  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1729
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1731
-  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1818
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1820
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1878
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1880
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1961
-  _globals['_GETAGENTREQUEST']._serialized_start=1963
-  _globals['_GETAGENTREQUEST']._serialized_end=1998
-  _globals['_GETAGENTRESPONSE']._serialized_start=2000
-  _globals['_GETAGENTRESPONSE']._serialized_end=2053
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2055
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2101
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2103
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2184
-  _globals['_RETRYWEBHOOKDELIVERYREQUEST']._serialized_start=2186
-  _globals['_RETRYWEBHOOKDELIVERYREQUEST']._serialized_end=2252
-  _globals['_RETRYWEBHOOKDELIVERYRESPONSE']._serialized_start=2254
-  _globals['_RETRYWEBHOOKDELIVERYRESPONSE']._serialized_end=2332
-  _globals['_RUNSERVICE']._serialized_start=2335
-  _globals['_RUNSERVICE']._serialized_end=3887
+  _globals['_LISTRUNSREQUEST']._serialized_end=1333
+  _globals['_LISTRUNSREQUEST_METADATAENTRY']._serialized_start=1286
+  _globals['_LISTRUNSREQUEST_METADATAENTRY']._serialized_end=1333
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1335
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1430
+  _globals['_CONTINUEREQUEST']._serialized_start=1432
+  _globals['_CONTINUEREQUEST']._serialized_end=1558
+  _globals['_CONTINUERESPONSE']._serialized_start=1560
+  _globals['_CONTINUERESPONSE']._serialized_end=1609
+  _globals['_CANCELRUNREQUEST']._serialized_start=1611
+  _globals['_CANCELRUNREQUEST']._serialized_end=1661
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1663
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1713
+  _globals['_DELETERUNREQUEST']._serialized_start=1715
+  _globals['_DELETERUNREQUEST']._serialized_end=1749
+  _globals['_DELETERUNRESPONSE']._serialized_start=1751
+  _globals['_DELETERUNRESPONSE']._serialized_end=1770
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_start=1772
+  _globals['_LISTRUNEVENTSREQUEST']._serialized_end=1868
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_start=1870
+  _globals['_LISTRUNEVENTSRESPONSE']._serialized_end=1957
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1959
+  _globals['_LISTAGENTSREQUEST']._serialized_end=2017
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=2019
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=2100
+  _globals['_GETAGENTREQUEST']._serialized_start=2102
+  _globals['_GETAGENTREQUEST']._serialized_end=2137
+  _globals['_GETAGENTRESPONSE']._serialized_start=2139
+  _globals['_GETAGENTRESPONSE']._serialized_end=2192
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=2194
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=2240
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=2242
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2323
+  _globals['_RETRYWEBHOOKDELIVERYREQUEST']._serialized_start=2325
+  _globals['_RETRYWEBHOOKDELIVERYREQUEST']._serialized_end=2391
+  _globals['_RETRYWEBHOOKDELIVERYRESPONSE']._serialized_start=2393
+  _globals['_RETRYWEBHOOKDELIVERYRESPONSE']._serialized_end=2471
+  _globals['_RUNSERVICE']._serialized_start=2474
+  _globals['_RUNSERVICE']._serialized_end=4026
 # @@protoc_insertion_point(module_scope)

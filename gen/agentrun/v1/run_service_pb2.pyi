@@ -88,7 +88,14 @@ class BatchGetRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., missing_run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("agent_id", "session_id", "states", "user_id", "create_time_after", "create_time_before", "page_size", "page_token", "skip")
+    __slots__ = ("agent_id", "session_id", "states", "user_id", "create_time_after", "create_time_before", "page_size", "page_token", "skip", "metadata", "latest_per_session")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +105,8 @@ class ListRunsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     SKIP_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    LATEST_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     session_id: str
     states: _containers.RepeatedScalarFieldContainer[_run_pb2.RunState]
@@ -107,7 +116,9 @@ class ListRunsRequest(_message.Message):
     page_size: int
     page_token: str
     skip: int
-    def __init__(self, agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_run_pb2.RunState, str]]] = ..., user_id: _Optional[str] = ..., create_time_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., skip: _Optional[int] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    latest_per_session: bool
+    def __init__(self, agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_run_pb2.RunState, str]]] = ..., user_id: _Optional[str] = ..., create_time_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., skip: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., latest_per_session: _Optional[bool] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token", "total_size")

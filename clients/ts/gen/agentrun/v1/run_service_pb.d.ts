@@ -334,6 +334,22 @@ export declare type ListRunsRequest = Message<"agentrun.v1.ListRunsRequest"> & {
    * @generated from field: int32 skip = 9;
    */
   skip: number;
+
+  /**
+   * Only runs whose metadata holds each of these top-level keys with this string value, for
+   * example {"family": "B"}; at most 16 entries.
+   *
+   * @generated from field: map<string, string> metadata = 10;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * One run per session: of the runs that match the other filters, only the newest of each
+   * session, so that a page lists sessions by their latest run and `total_size` counts sessions.
+   *
+   * @generated from field: bool latest_per_session = 11;
+   */
+  latestPerSession: boolean;
 };
 
 /**
