@@ -90,6 +90,33 @@ async def test_a_run_is_one_trace_from_the_request_to_its_tool_calls(
     assert tree["tool calculator"] == "run tools"
 
 
+async def test_a_queued_run_and_its_webhook_continue_the_trace(
+    spans: InMemorySpanExporter, http: tuple[Harness, httpx.AsyncClient]
+) -> None:
+    """A background run is claimed from the queue (no shared task): its row carries the trace. A
+    pydantic-ai agent's model calls are children of the run's span; its webhook carries the trace."""
+    _, client = http
+    received: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(request.headers.get("traceparent", ""))
+        return web.Response()
+
+    async with _receiver(hook) as url:
+        body = {"input": {"message": "hello"}, "webhook_url": url}
+        reply = await client.post("/v1/agents/ai-echo/runs", json=body, headers={"traceparent": CALLER})
+        assert reply.status_code == 200, reply.text
+        await until(lambda: received != [], what="the webhook")
+    assert int(received[0].split("-")[1], 16) == CALLER_TRACE
+    await until(lambda: any(s.name == "run ai-echo" for s in of_trace(spans, CALLER_TRACE)), what="run span")
+    family = of_trace(spans, CALLER_TRACE)
+    run = next(s for s in family if s.name == "run ai-echo")
+    assert parent_name(run, family) == "agentrun.v1.RunService/Run"
+    assert run.context is not None
+    children = [s for s in family if s.parent is not None and s.parent.span_id == run.context.span_id]
+    assert children, "pydantic-ai's spans (agent run, model request) are the run's children"
+
+
 @contextlib.asynccontextmanager
 async def _receiver(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
     app = web.Application()

@@ -158,6 +158,7 @@ class Engine:
             webhook_url=sub.webhook_url or None,
             webhook_format=sub.webhook_format or None,
             extras=sub.extras,
+            trace_context=sub.trace or None,
         )
 
     # ---- reads and waiting --------------------------------------------------------------

@@ -85,6 +85,7 @@ def _new_row(run: RunRecord, payload: dict[str, Any], now: float, max_age_s: flo
         "lease_expires_at": None,
         "created_at": now,
         "delivered_at": None,
+        "traceparent": run.trace_context,
     }
 
 

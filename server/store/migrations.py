@@ -68,6 +68,11 @@ def _v6_retention_index(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v7_trace_context(conn: Connection) -> None:
+    _add_column(conn, "run", Column("trace_context", String(64), nullable=True))
+    _add_column(conn, "webhook_delivery", Column("traceparent", String(64), nullable=True))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_run_messages,
@@ -75,6 +80,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v4_org_state_index,
     _v5_run_numbers_never_reused,
     _v6_retention_index,
+    _v7_trace_context,
 ]
 
 

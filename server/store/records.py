@@ -92,6 +92,7 @@ class NewRun:
     webhook_url: str | None = None
     webhook_format: str | None = None
     extras: dict[str, Any] | None = None
+    trace_context: str | None = None  # the submitting call's `traceparent`
 
 
 # Webhook delivery states.
@@ -113,6 +114,7 @@ class DeliveryRecord:
     lease_expires_at: float | None
     created_at: float
     delivered_at: float | None
+    traceparent: str | None = None  # the run's trace, sent with every attempt
 
 
 @dataclass(frozen=True, slots=True)

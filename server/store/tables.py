@@ -62,6 +62,8 @@ class RunRow(SQLModel, table=True):
     # Outcome of the latest webhook delivery: {delivery_id, state, status_code, message}.
     webhook_result: dict[str, Any] | None = _json()
     extras: dict[str, Any] | None = _json()
+    # W3C traceparent of the call that submitted the run: its span continues that trace anywhere.
+    trace_context: str | None = Field(default=None, max_length=64)
     last_seq: int = 0
     cancel_requested: bool = False
     lease_owner: str | None = Field(default=None, max_length=64)
@@ -107,6 +109,7 @@ class WebhookDeliveryRow(SQLModel, table=True):
     lease_expires_at: float | None = Field(default=None, sa_column=Column(Float))
     created_at: float = Field(sa_column=Column(Float, nullable=False))
     delivered_at: float | None = Field(default=None, sa_column=Column(Float))
+    traceparent: str | None = Field(default=None, max_length=64)
 
 
 class SessionRow(SQLModel, table=True):

@@ -174,6 +174,8 @@ class Deliverer:
             "webhook-id": delivery.id,
             "webhook-timestamp": str(int(now.timestamp())),
         }
+        if delivery.traceparent:
+            headers["traceparent"] = delivery.traceparent
         if self._signer is not None:
             headers["webhook-signature"] = self._signer.sign(delivery.id, now, body)
         async with self._session.post(
