@@ -106,6 +106,11 @@ async def test_both_endpoints_show_runs_streams_and_requests_moving(
         assert value(after, "agentrun_queue_depth") == 0
         assert value(after, "agentrun_open_streams", kind="stream") == 0
         assert value(after, "agentrun_db_statements_total") > value(before, "agentrun_db_statements_total")
+        commits = "agentrun_writer_batch_ops_count"
+        assert value(after, commits) > value(before, commits)
+        assert value(after, "agentrun_writer_commit_seconds_sum") > value(
+            before, "agentrun_writer_commit_seconds_sum"
+        )
     assert (await http.get("/api/runs/999999")).status_code == 404  # family C's run
     gateway = await scrape(http)
     missing = {"family": "C", "route": "/api/runs/{run_id}", "method": "GET", "status": "404"}

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from server import tasks
+from server import metrics, tasks
 from server.store import statements as st
 from server.store.dialect import Backend
 from server.store.records import EventRecord
@@ -164,8 +164,11 @@ class Writer:
 
     async def _settle(self, batch: list[_Op]) -> None:
         """Commit a batch and resolve its futures."""
+        started = time.perf_counter()
         try:
             outcomes, published = await self._commit_batch(batch)
+            metrics.WRITER_BATCH.observe(len(batch))
+            metrics.WRITER_COMMIT.observe(time.perf_counter() - started)
         except Exception as exc:
             # The database stayed unreachable: fail these ops (appends report "not stored", so
             # their runs end EVENTS_LOST) and keep the writer alive for when it is back.
