@@ -326,6 +326,13 @@ class AsyncClient:
         request = pb.CancelRunRequest(run_id=run_id, reason=reason)
         return (await self._unary("CancelRun", request, pb.CancelRunResponse)).run
 
+    async def update_metadata(self, run_id: str, metadata: Mapping[str, Any]) -> run_pb2.Run:
+        """Replace a run's metadata (JSON values), in any state; returns the updated run."""
+        request = pb.UpdateRunRequest(run=run_pb2.Run(id=run_id))
+        request.run.metadata.update(metadata)
+        request.update_mask.paths.append("metadata")
+        return (await self._unary("UpdateRun", request, pb.UpdateRunResponse)).run
+
     # ---- agents ----------------------------------------------------------------------------
 
     async def agents(self) -> builtins.list[run_pb2.Agent]:

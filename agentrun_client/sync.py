@@ -211,6 +211,9 @@ class Client:
     def cancel(self, run_id: str, reason: str = "") -> run_pb2.Run:
         return self._wait(self._aio.cancel(run_id, reason))
 
+    def update_metadata(self, run_id: str, metadata: Mapping[str, Any]) -> run_pb2.Run:
+        return self._wait(self._aio.update_metadata(run_id, metadata))
+
     # ---- agents ----------------------------------------------------------------------------
 
     def agents(self) -> builtins.list[run_pb2.Agent]:

@@ -156,6 +156,7 @@ FIELDS: Final[Mapping[str, Schema]] = {
     "agentrun.v1.ContinueRequest.decision": _enum(run_pb2.Decision, without_unspecified=True),
     "agentrun.v1.CancelRunRequest.run_id": _REQUIRED_ID,
     "agentrun.v1.DeleteRunRequest.run_id": _REQUIRED_ID,
+    "agentrun.v1.Run.metadata": STRUCT,  # UpdateRun's new metadata
     "agentrun.v1.RetryWebhookDeliveryRequest.run_id": _REQUIRED_ID,
     "agentrun.v1.RetryWebhookDeliveryRequest.delivery_id": _REQUIRED_ID,
 }
@@ -194,12 +195,22 @@ ANSWER_SCHEMA: Final[Schema] = {
 FIELDS_WHOLE: Final[Mapping[str, Schema]] = {"agentrun.v1.RunInput.json_schema": ANSWER_SCHEMA}
 
 
+# Resources a request carries whole (UpdateRunRequest.run): only their updatable fields matter (FIELDS
+# documents those), and their schema is the responses' too, whose output fields are longer than any
+# request string may be.
+_RESOURCES: Final = frozenset({"agentrun.v1.Run"})
+
+
 def _reachable(descriptor: Descriptor, seen: frozenset[str] = frozenset()) -> Iterator[str]:
     seen |= {descriptor.full_name}
     yield descriptor.full_name
     for field in descriptor.fields:
         nested = field.message_type
-        if nested is None or nested.full_name in seen or nested.full_name.startswith("google.protobuf."):
+        if (
+            nested is None
+            or nested.full_name in seen | _RESOURCES
+            or nested.full_name.startswith("google.protobuf.")
+        ):
             continue
         yield from _reachable(nested, seen)
 

@@ -95,11 +95,12 @@ def _binding(method: MethodDescriptor, rule: http_pb2.HttpRule, index: int) -> B
 def to_route_path(template: str) -> tuple[str, list[tuple[str, str]]]:
     """`/v1/agents/{run.agent_id}/runs:stream` -> `/v1/agents/{agent_id:[^/:]+}/runs:stream` and
     [("agent_id", "run.agent_id")]: a variable is named by its field's own name (the last part of
-    the path; the whole path with "_" for "." if two would share it), since aiohttp variables are
-    identifiers and OpenAPI tools cannot read dotted parameter names. A custom verb is a literal
-    suffix."""
+    the path, with its message's for an `id`: run.id -> run_id, as GET /v1/runs/{run_id} names the
+    same segment; the whole path with "_" for "." if two would share it), since aiohttp variables
+    are identifiers and OpenAPI tools cannot read dotted parameter names. A custom verb is a
+    literal suffix."""
     matches = list(_VARIABLE.finditer(template))
-    leaves = [m.group(1).rsplit(".", 1)[-1] for m in matches]
+    leaves = [_leaf(m.group(1)) for m in matches]
     parts: list[str] = []
     variables: list[tuple[str, str]] = []
     position = 0
@@ -113,6 +114,11 @@ def to_route_path(template: str) -> tuple[str, list[tuple[str, str]]]:
         position = match.end()
     parts.append(template[position:])
     return "".join(parts), variables
+
+
+def _leaf(field_path: str) -> str:
+    parts = field_path.split(".")
+    return "_".join(parts[-2:]) if parts[-1] == "id" and len(parts) > 1 else parts[-1]
 
 
 def doc_path(route_path: str) -> str:

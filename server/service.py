@@ -223,6 +223,17 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
         return pb.CancelRunResponse(run=run_to_proto(run))
 
     @unary
+    async def UpdateRun(
+        self, request: pb.UpdateRunRequest, context: Ctx, caller: Identity
+    ) -> pb.UpdateRunResponse:
+        ref, metadata = validation.run_update(request)
+        if metadata is None:  # an empty mask changes nothing
+            run = await self.engine.get(ref, caller.org_id)
+        else:
+            run = await self.engine.update_metadata(ref, metadata, caller.org_id)
+        return pb.UpdateRunResponse(run=run_to_proto(run))
+
+    @unary
     async def DeleteRun(
         self, request: pb.DeleteRunRequest, context: Ctx, caller: Identity
     ) -> pb.DeleteRunResponse:

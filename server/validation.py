@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import jsonschema
 from agentrun.v1 import run_pb2, run_service_pb2
@@ -254,3 +255,36 @@ def run_ref(value: str, field: str = "run_id") -> str:
     NOT_FOUND, from the store."""
     require(bool(value), field, "required")
     return value
+
+
+# Run fields UpdateRun changes; every other field of a run is fixed once it is submitted (or the
+# server's to set).
+UPDATABLE_RUN_FIELDS = ("metadata",)
+
+
+def run_update(req: run_service_pb2.UpdateRunRequest) -> tuple[str, dict[str, Any] | None]:
+    """UpdateRun's run ref and the metadata it sets: None when its mask (as given, or implied by
+    the fields set in `run`) is empty. A mask naming another field is INVALID_ARGUMENT."""
+    v = Violations()
+    ref = req.run.id
+    v.check(bool(ref), "run.id", "required")
+    limit = limits.MAX_CHARS["run_id"]
+    v.check(len(ref) <= limit, "run.id", f"longer than {limit} characters")
+    if req.update_mask.paths:
+        paths = list(req.update_mask.paths)
+        for path in paths:
+            v.check(
+                path in UPDATABLE_RUN_FIELDS, "update_mask", f"{path!r} cannot be updated: only metadata can"
+            )
+    else:  # AIP-134: no mask means the fields the request sets
+        paths = [field.name for field, _ in req.run.ListFields() if field.name != "id"]
+        for path in paths:
+            v.check(
+                path in UPDATABLE_RUN_FIELDS,
+                f"run.{path}",
+                "cannot be updated: only metadata can (update_mask names the fields to update)",
+            )
+    v.raise_if_any()
+    if not paths:
+        return ref, None
+    return ref, json_format.MessageToDict(req.run.metadata)

@@ -105,6 +105,13 @@ async def fails(call: Awaitable[Any], code: Code) -> grpc.aio.AioRpcError:
     return caught.value
 
 
+def update_run(ref: str, metadata: dict[str, Any]) -> pb.UpdateRunRequest:
+    request = pb.UpdateRunRequest(run=run_pb2.Run(id=ref))
+    request.run.metadata.update(metadata)
+    request.update_mask.paths.append("metadata")
+    return request
+
+
 def every_rpc(s: Any, ref: str) -> dict[str, Callable[[Metadata], Awaitable[Any]]]:
     """One call of every RPC of stub `s` (StreamRun both ways), those taking a run on run `ref`."""
     return {
@@ -120,6 +127,7 @@ def every_rpc(s: Any, ref: str) -> dict[str, Callable[[Metadata], Awaitable[Any]
             pb.ContinueRequest(run_id=ref, decision=run_pb2.DECISION_APPROVE), metadata=md
         ),
         "CancelRun": lambda md: s.CancelRun(pb.CancelRunRequest(run_id=ref), metadata=md),
+        "UpdateRun": lambda md: s.UpdateRun(update_run(ref, {"note": "changed"}), metadata=md),
         "DeleteRun": lambda md: s.DeleteRun(pb.DeleteRunRequest(run_id=ref), metadata=md),
         "ListRunEvents": lambda md: s.ListRunEvents(pb.ListRunEventsRequest(run_id=ref), metadata=md),
         "ListAgents": lambda md: s.ListAgents(pb.ListAgentsRequest(), metadata=md),
@@ -138,12 +146,13 @@ RUN_SCOPED = [
     "GetRun",
     "Continue",
     "CancelRun",
+    "UpdateRun",
     "DeleteRun",
     "ListRunEvents",
     "ListWebhookDeliveries",
     "RetryWebhookDelivery",
 ]
-WRITES = ["Run", "StreamRun", "Continue", "CancelRun", "DeleteRun", "RetryWebhookDelivery"]
+WRITES = ["Run", "StreamRun", "Continue", "CancelRun", "UpdateRun", "DeleteRun", "RetryWebhookDelivery"]
 
 
 def test_the_table_covers_every_rpc() -> None:
@@ -182,7 +191,8 @@ async def test_another_tenants_run_is_not_found_like_a_missing_one(h: Harness, t
     assert (
         await h.stub.GetRun(pb.GetRunRequest(run_id=paused.id), metadata=a)
     ).run.state == S.RUN_STATE_PAUSED
-    assert (await h.stub.GetRun(pb.GetRunRequest(run_id=done.id), metadata=a)).run.output == "secret words"
+    unchanged = (await h.stub.GetRun(pb.GetRunRequest(run_id=done.id), metadata=a)).run
+    assert unchanged.output == "secret words" and not unchanged.metadata
     mine = await h.stub.BatchGetRuns(pb.BatchGetRunsRequest(run_ids=[paused.id, done.id]), metadata=a)
     assert [r.id for r in mine.runs] == [paused.id, done.id]
 
@@ -295,6 +305,9 @@ async def test_a_reader_reads_but_cannot_change_anything(h: Harness, tenants: Te
     events = await calls["StreamRun/attach"](reader)
     assert events[-1].type == run_pb2.EVENT_TYPE_PAUSED
     # The same calls with a user key go through.
+    assert not (await h.stub.GetRun(pb.GetRunRequest(run_id=paused.id), metadata=reader)).run.metadata
+    noted = await calls["UpdateRun"](bearer(tenants.a_user))
+    assert (noted.run.state, noted.run.metadata["note"]) == (S.RUN_STATE_PAUSED, "changed")
     decided = await calls["Continue"](bearer(tenants.a_user))
     assert decided.run.state in (S.RUN_STATE_QUEUED, S.RUN_STATE_RUNNING, S.RUN_STATE_COMPLETED)
 

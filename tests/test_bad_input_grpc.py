@@ -77,6 +77,9 @@ def run_id_calls(h: Harness, ref: str) -> dict[str, Awaitable[Any] | AsyncIterab
         "RetryWebhookDelivery": h.stub.RetryWebhookDelivery(
             pb.RetryWebhookDeliveryRequest(run_id=ref, delivery_id="d")
         ),
+        "UpdateRun": h.stub.UpdateRun(
+            pb.UpdateRunRequest(run=run_pb2.Run(id=ref), update_mask={"paths": ["metadata"]})
+        ),
     }
 
 
@@ -584,6 +587,13 @@ def _valid(descriptor: Descriptor, ref_pool: list[str]) -> st.SearchStrategy[Mes
             lambda ids: pb.BatchGetRunsRequest(run_ids=ids)
         ),
         "GetAgentRequest": st.sampled_from(AGENTS).map(lambda agent: pb.GetAgentRequest(agent_id=agent)),
+        "UpdateRunRequest": st.builds(
+            lambda ref, metadata: pb.UpdateRunRequest(
+                run=run_pb2.Run(id=ref, metadata=metadata), update_mask={"paths": ["metadata"]}
+            ),
+            refs,
+            STRUCTS,
+        ),
     }
     if descriptor.name in valid:
         return valid[descriptor.name]

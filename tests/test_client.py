@@ -23,6 +23,7 @@ import grpc
 import jwt
 import pytest
 from agentrun.v1 import run_pb2
+from google.protobuf.json_format import MessageToDict
 
 from agentrun_client import (
     AgentrunError,
@@ -198,6 +199,17 @@ async def test_cancel_ends_the_run_and_its_stream(client: AsyncClient) -> None:
     assert isinstance(seen[-1], ErrorEvent) and seen[-1].reason == "CANCELLED"
     assert seqs(seen) == list(range(1, len(seen) + 1))
     assert (await client.cancel(seen[0].run_id)).state == S.RUN_STATE_CANCELLED  # unchanged
+
+
+async def test_update_metadata_replaces_a_runs_metadata(client: AsyncClient) -> None:
+    run = await client.run("echo", "hi", metadata={"team": "a"})
+    updated = await client.update_metadata(run.id, {"team": "b", "tags": ["x", 1]})
+    assert MessageToDict(updated.metadata) == {"team": "b", "tags": ["x", 1.0]}
+    assert updated.state == S.RUN_STATE_COMPLETED and updated.output == "hi"
+    assert MessageToDict((await client.get(str(run.number))).metadata) == {"team": "b", "tags": ["x", 1.0]}
+    assert not (await client.update_metadata(str(run.number), {})).metadata
+    with pytest.raises(NotFound):
+        await client.update_metadata("no-such-run", {"team": "c"})
 
 
 async def test_events_are_paged(client: AsyncClient) -> None:

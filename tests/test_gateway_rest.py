@@ -41,7 +41,8 @@ def annotated_routes() -> set[tuple[str, str]]:
 
 def served_path(template: str) -> str:
     """The path a template is served under: a dotted variable is named by its field's own name
-    (`{run.agent_id}` -> `{agent_id}`), which OpenAPI tools can read."""
+    (`{run.agent_id}` -> `{agent_id}`; an id by its message's: `{run.id}` -> `{run_id}`), which
+    OpenAPI tools can read."""
     from gateway.transcode import doc_path, to_route_path
 
     return doc_path(to_route_path(template)[0])
@@ -81,6 +82,7 @@ async def test_the_routes_are_exactly_the_annotated_ones(gw: Gateway) -> None:
         ("POST", "/v1/agents/{agent_id}/runs:stream"),  # nested field (run.agent_id), custom verb
         ("GET", "/v1/runs/{run_id}:stream"),  # an additional binding
         ("GET", "/v1/runs:batchGet"),  # a verb on a collection, beside GET /v1/runs/{run_id}
+        ("PATCH", "/v1/runs/{run_id}"),  # run.id: the same segment GET and DELETE name run_id
     }
     assert tricky <= set(served)
 
@@ -174,6 +176,29 @@ async def test_delete_a_finished_run(gw: Gateway) -> None:
     error_of(await gw.http.get(f"/v1/runs/{run['id']}"), 404)
     running = await gw.run("slow", "tokens=100 delay_ms=20")
     assert error_of(await gw.http.delete(f"/v1/runs/{running['id']}"), 400)["status"] == "FAILED_PRECONDITION"
+
+
+async def test_patch_a_runs_metadata(gw: Gateway) -> None:
+    run = await gw.run("echo", "keep me", wait=True, metadata={"a": 1})
+    url = f"/v1/runs/{run['id']}"
+    response = await gw.http.patch(url, params={"updateMask": "metadata"}, json={"metadata": {"b": [2]}})
+    assert response.status_code == 200, response.text
+    updated = response.json()["run"]
+    assert (updated["metadata"], updated["output"], updated["state"]) == ({"b": [2]}, "keep me", run["state"])
+    assert (await gw.get(run["number"]))["metadata"] == {"b": [2]}
+    # No mask: the fields the body sets; `update_mask` in proto's spelling too; by number.
+    implied = await gw.http.patch(f"/v1/runs/{run['number']}", json={"metadata": {"c": True}})
+    assert implied.json()["run"]["metadata"] == {"c": True}
+    error = error_of(await gw.http.patch(url, params={"updateMask": "agentId"}, json={"agentId": "x"}), 400)
+    assert "agent_id" in violations(error)["update_mask"]
+    error = error_of(await gw.http.patch(url, json={"state": "RUN_STATE_FAILED"}), 400)
+    assert list(violations(error)) == ["run.state"]
+    error = error_of(await gw.http.patch(url, json={"id": "other", "metadata": {}}), 400)
+    assert "URL path" in violations(error)["run.id"]
+    error_of(await gw.http.patch("/v1/runs/no-such-run", json={"metadata": {}}), 404)
+    assert (await gw.get(run["id"]))["metadata"] == {"c": True}  # none of the refusals changed it
+    masked = await gw.http.patch(url, params={"update_mask": "metadata"}, json={})
+    assert "metadata" not in masked.json()["run"]  # the mask names it, the body clears it
 
 
 async def test_list_run_events_pages(gw: Gateway) -> None:

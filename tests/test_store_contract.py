@@ -229,6 +229,28 @@ async def test_delete_run_only_when_terminal(store: Store) -> None:
     assert await store.delete_run(run.id) is False
 
 
+async def test_update_metadata_replaces_it_in_any_state_within_the_org(
+    store: Store, published: list[EventRecord]
+) -> None:
+    run = await running(store, extras={"family": "C", "keep": 1})
+    published.clear()
+    updated = await store.update_metadata(run.id, {"task": {"prompt": "new"}}, ORG)
+    assert updated is not None and updated.extras == {"task": {"prompt": "new"}}
+    assert (updated.state, updated.last_seq, updated.lease_owner) == (RUNNING, 1, "w1")
+    assert updated.updated_at >= run.updated_at and published == []  # no event
+    assert await store.update_metadata(run.id, {"x": 1}, "org-b") is None  # another org's run
+    assert await store.update_metadata("no-such-run", {"x": 1}) is None
+    # A state change after it keeps the metadata; metadata of a finished run changes too.
+    done = await store.transition(run.id, DONE, states=[RUNNING], owner="w1")
+    assert done is not None and done.extras == {"task": {"prompt": "new"}}
+    cleared = await store.update_metadata(run.id, {}, None)
+    assert cleared is not None and cleared.extras is None and cleared.state == COMPLETED
+    again = await store.get_run(str(run.number), ORG)
+    assert again is not None and again.extras is None
+    flt = RunFilter(org_id=ORG, metadata={"family": "C"})
+    assert (await store.list_runs(flt, before_number=None, limit=10))[1] == 0
+
+
 # ---- the queue and leases -------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from common.limits import MAX_INTEGER
 from common.shapes import agent_response
 from gateway import keys, openapi
 from gateway.errors import ApiError, ErrorRenderer
-from gateway.families import c_docs, c_tasks
+from gateway.families import c_docs, c_task_update, c_tasks
 from gateway.families import c_shapes as shapes
 from gateway.registry import Registry
 from gateway.upstream import upstream
@@ -236,6 +236,17 @@ def _task_routes(registry: Registry, refs: dict[str, openapi.Schema]) -> None:
             None,
         ),
         (
+            "PUT",
+            tasks + "/{task_id}",
+            c_tasks.update_task,
+            "UpdateRun",
+            "Error while updating task",
+            "update_task",
+            "Change the task's fields the body gives; answers the updated Task",
+            refs["Task"],
+            refs["TaskUpdateRequest"],
+        ),
+        (
             "GET",
             tasks + "/{task_id}/runs",
             c_tasks.task_runs,
@@ -304,7 +315,14 @@ def _schemas(registry: Registry) -> dict[str, openapi.Schema]:
     for name, schema in request.pop("$defs", {}).items():
         registry.schemas.add(f"{TAG}.{name}", schema)
     task_request = c_tasks.TaskRunRequest.model_json_schema(ref_template=template)
-    for name, schema in task_request.pop("$defs", {}).items():
-        registry.schemas.add(f"{TAG}.{name}", schema)
-    schemas = {"AgentRequest": request, "TaskRunRequest": task_request, **c_docs.RESPONSE_SCHEMAS}
+    task_update = c_task_update.TaskUpdate.model_json_schema(ref_template=template)
+    for model_schema in (task_request, task_update):
+        for name, schema in model_schema.pop("$defs", {}).items():
+            registry.schemas.add(f"{TAG}.{name}", schema)
+    schemas = {
+        "AgentRequest": request,
+        "TaskRunRequest": task_request,
+        "TaskUpdateRequest": task_update,
+        **c_docs.RESPONSE_SCHEMAS,
+    }
     return {name: registry.schemas.add(f"{TAG}.{name}", schema) for name, schema in schemas.items()}

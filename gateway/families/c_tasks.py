@@ -1,8 +1,8 @@
 """Family C's tasks (API_FAMILIES.md §C.1, optional): every POST /api/runs makes a task whose id is
 its first run's number; POST /api/tasks/{task_id}/runs runs it again with overrides (those runs
-name their task in their metadata). Tasks are read from their runs, so they cannot be edited in
-place: PUT /api/tasks/{task_id} is not served (405; it needs the store to keep task definitions
-apart from runs)."""
+name their task in their metadata). PUT /api/tasks/{task_id} changes a task: the change is kept in
+its first run's metadata (UpdateRun; the shape is gateway.families.c_task_update's), and every read
+and run of the task applies it."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from gateway import keys
 from gateway.errors import ApiError
 from gateway.families import c_schema
 from gateway.families import c_shapes as shapes
+from gateway.families import c_task_update as updates
 from gateway.upstream import upstream
 
 MAX_LISTED: Final = 1000  # the newest tasks (and runs of a task) a list shows
@@ -71,8 +72,9 @@ async def _task_run(request: web.Request) -> run_pb2.Run:
     return run
 
 
-def task(run: run_pb2.Run, agent_model: str) -> Json:
-    """Task: what its first run was asked (the agent's model where it named none)."""
+def task(first: run_pb2.Run, agent_model: str) -> Json:
+    """Task: what its first run was asked, updated (the agent's model where it names none)."""
+    run = _as_updated(first)
     shown = shapes.task_run(run, agent_model, None)
     fields = ("model", "provider", "webhook_url", "response_format", "json_schema")
     return {
@@ -155,7 +157,31 @@ async def run_task(request: web.Request) -> web.Response:
 
 
 def _merged(first: run_pb2.Run, overrides: TaskRunRequest) -> shapes.AgentRequest:
-    """The task as its first run asked it, with the overrides given (null: not overridden)."""
+    """The task as it stands, with the overrides given (null: not overridden)."""
+    given = overrides.model_dump(exclude_unset=True, exclude={"use_cached_workflow"}, mode="json")
+    fields = {**_definition(first), **{k: v for k, v in given.items() if v is not None}}
+    fields["wait_for_completion"] = overrides.wait_for_completion is not False
+    return _agent_request(fields)
+
+
+def _as_updated(first: run_pb2.Run) -> run_pb2.Run:
+    """The task's first run as the task now stands: what a run of it would be asked (the first
+    run itself while the task was never changed, or when its change no longer passes)."""
+    if not updates.stored(first):
+        return first
+    try:
+        fields = shapes.AgentRequest.model_validate(_definition(first))
+    except ValidationError:
+        return first
+    message = shapes.run_request(fields, first.agent_id)
+    run = run_pb2.Run(number=first.number, agent_id=first.agent_id, input=message.input)
+    run.webhook_url = message.webhook_url
+    run.metadata.CopyFrom(message.metadata)
+    return run
+
+
+def _definition(first: run_pb2.Run) -> Json:
+    """The task's AgentRequest fields: its first run's, with the task's update."""
     stored: Json = {"prompt": first.input.message}
     options = first.input.options
     if options.model:
@@ -171,9 +197,10 @@ def _merged(first: run_pb2.Run, overrides: TaskRunRequest) -> shapes.AgentReques
         stored["json_schema"] = json.loads(original.string_value)
     elif first.input.HasField("json_schema"):
         stored["json_schema"] = shapes.whole_numbers(json_format.MessageToDict(first.input.json_schema))
-    given = overrides.model_dump(exclude_unset=True, exclude={"use_cached_workflow"}, mode="json")
-    fields = {**stored, **{k: v for k, v in given.items() if v is not None}}
-    fields["wait_for_completion"] = overrides.wait_for_completion is not False
+    return updates.apply(stored, updates.stored(first))
+
+
+def _agent_request(fields: Json) -> shapes.AgentRequest:
     try:
         return shapes.AgentRequest.model_validate(fields)
     except ValidationError as exc:  # the stored task no longer passes (e.g. a schema since refused)
@@ -181,3 +208,48 @@ def _merged(first: run_pb2.Run, overrides: TaskRunRequest) -> shapes.AgentReques
             {**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False, include_context=False)
         ]
         raise shapes.Unprocessable.of(errors) from None
+
+
+async def update_task(request: web.Request) -> web.Response:
+    """Change the fields the body gives (a partial update) and answer the Task as it now stands."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError.too_large(request.app[keys.SETTINGS].max_body_bytes) from None
+    body, update = shapes.parse_body(raw or b"{}", updates.TaskUpdate)
+    first = await _task_run(request)
+    models = await _agent_models(request, [first])
+    changed = updates.changes(update, task(first, models[first.agent_id]))
+    if changed:
+        first = await _store_update(request, first, {**updates.stored(first), **changed}, body)
+    return web.json_response(task(first, models[first.agent_id]))
+
+
+async def _store_update(
+    request: web.Request, first: run_pb2.Run, update: dict[str, str], body: Json
+) -> run_pb2.Run:
+    """Keep the task's new update on its first run, once the task it makes still passes as a run
+    request would (422 on the body otherwise, as for a run)."""
+    candidate = run_pb2.Run()
+    candidate.CopyFrom(first)
+    candidate.metadata.update({updates.TASK_UPDATE: update})
+    _agent_request(_definition(candidate))
+    message = pb.UpdateRunRequest(run=run_pb2.Run(id=first.id, metadata=candidate.metadata))
+    message.update_mask.paths.append("metadata")
+    up = upstream(request)
+    try:
+        updated: run_pb2.Run = (await up.call(up.runs.UpdateRun, message, request)).run
+    except ApiError as exc:
+        if exc.code == grpc.StatusCode.NOT_FOUND:  # deleted meanwhile
+            raise _detail(404, f"Task with ID {first.number} not found") from None
+        if exc.code == grpc.StatusCode.INVALID_ARGUMENT and exc.violations:  # e.g. over 64 KiB
+            raise _refused(exc, body) from None
+        raise
+    return updated
+
+
+def _refused(error: ApiError, body: Json) -> shapes.Unprocessable:
+    """The server's refusal of the task's new metadata (its size, mostly) as a 422 on the body."""
+    problems = "; ".join(v.description for v in error.violations)
+    item = {"type": "value_error", "loc": ["body"], "msg": f"Value error, the task's fields are {problems}"}
+    return shapes.Unprocessable.of([{**item, "input": body, "ctx": {"error": {}}}])

@@ -27,6 +27,7 @@ WRITES: dict[str, Callable[[Any], bool]] = {
     "StreamRun": lambda request: not request.run_id,
     "Continue": _always,
     "CancelRun": _always,
+    "UpdateRun": _always,
     "DeleteRun": _always,
     "RetryWebhookDelivery": _always,
 }

@@ -20,7 +20,7 @@ class Identity:
 
     @property
     def can_write(self) -> bool:
-        # reader: every read RPC, nothing that starts, decides, cancels, deletes or re-sends.
+        # reader: every read RPC, nothing that starts, decides, cancels, updates, deletes or re-sends.
         return self.role in (ADMIN, USER)
 
     def owner_of(self, org_id: str, user_id: str) -> tuple[str, str]:

@@ -336,6 +336,14 @@ class Engine:
             metadata={"run_id": run.id, "state": run.state},
         )
 
+    async def update_metadata(
+        self, ref: str, metadata: dict[str, Any] | None, org: str | None = None
+    ) -> RunRecord:
+        """Replace a run's metadata, whatever its state; another org's run is NOT_FOUND as for `get`."""
+        run = await self.get(ref, org)
+        updated = await self.store.update_metadata(run.id, metadata, org)
+        return updated if updated is not None else await self.get(run.id, org)  # deleted meanwhile: 404
+
     async def delete(self, ref: str, org: str | None = None) -> None:
         run = await self.get(ref, org)
         if not run.terminal or not await self.store.delete_run(run.id):

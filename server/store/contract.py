@@ -127,6 +127,14 @@ class Store(Protocol):
         """Delete a terminal run and its events; False (and nothing deleted) otherwise."""
         ...
 
+    async def update_metadata(
+        self, run_id: str, metadata: Mapping[str, Any] | None, org: str | None = None
+    ) -> RunRecord | None:
+        """Replace a run's metadata (its extras; None or empty: none) in any state, bumping its
+        update time, with no event; with `org`, only a run of that org. The run as updated, or None
+        when there is no such run."""
+        ...
+
     # ---- the queue and leases -------------------------------------------------------------
 
     async def claim(

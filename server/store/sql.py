@@ -325,6 +325,21 @@ class SqlStore(RunReads):
 
         return await self._writer.call(op)
 
+    async def update_metadata(
+        self, run_id: str, metadata: Mapping[str, Any] | None, org: str | None = None
+    ) -> RunRecord | None:
+        """Replace a run's extras in one UPDATE, whatever its state (a state change commits its own
+        columns only, so neither write undoes the other)."""
+        tenant = [RUN.c.org_id == org] if org is not None else []
+        statement = update(RUN).where(RUN.c.id == run_id, *tenant).returning(*st.VIEW)
+        extras = dict(metadata) if metadata else None
+
+        def op(tx: Tx) -> RunRecord | None:
+            row = tx.conn.execute(statement.values(extras=extras, updated_at=time.time())).first()
+            return _record(row) if row is not None else None
+
+        return await self._writer.call(op)
+
     async def purge(
         self, before: float | None, limit: int = 500, orgs: Mapping[str, float | None] | None = None
     ) -> retention.Purged | None:

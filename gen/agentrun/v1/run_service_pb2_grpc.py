@@ -77,6 +77,11 @@ class RunServiceStub:
                 request_serializer=agentrun_dot_v1_dot_run__service__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=agentrun_dot_v1_dot_run__service__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.UpdateRun = channel.unary_unary(
+                '/agentrun.v1.RunService/UpdateRun',
+                request_serializer=agentrun_dot_v1_dot_run__service__pb2.UpdateRunRequest.SerializeToString,
+                response_deserializer=agentrun_dot_v1_dot_run__service__pb2.UpdateRunResponse.FromString,
+                _registered_method=True)
         self.DeleteRun = channel.unary_unary(
                 '/agentrun.v1.RunService/DeleteRun',
                 request_serializer=agentrun_dot_v1_dot_run__service__pb2.DeleteRunRequest.SerializeToString,
@@ -171,6 +176,14 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateRun(self, request, context):
+        """Replaces a run's `metadata`, whatever the run's state (finished runs too); returns the run.
+        `metadata` is the only field that can change: a mask naming any other is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteRun(self, request, context):
         """Deletes a finished run and its events.
         """
@@ -250,6 +263,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=agentrun_dot_v1_dot_run__service__pb2.CancelRunRequest.FromString,
                     response_serializer=agentrun_dot_v1_dot_run__service__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'UpdateRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRun,
+                    request_deserializer=agentrun_dot_v1_dot_run__service__pb2.UpdateRunRequest.FromString,
+                    response_serializer=agentrun_dot_v1_dot_run__service__pb2.UpdateRunResponse.SerializeToString,
             ),
             'DeleteRun': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRun,
@@ -479,6 +497,33 @@ class RunService:
             '/agentrun.v1.RunService/CancelRun',
             agentrun_dot_v1_dot_run__service__pb2.CancelRunRequest.SerializeToString,
             agentrun_dot_v1_dot_run__service__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrun.v1.RunService/UpdateRun',
+            agentrun_dot_v1_dot_run__service__pb2.UpdateRunRequest.SerializeToString,
+            agentrun_dot_v1_dot_run__service__pb2.UpdateRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

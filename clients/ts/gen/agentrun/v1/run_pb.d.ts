@@ -626,7 +626,8 @@ export declare type Run = Message<"agentrun.v1.Run"> & {
   webhookUrl: string;
 
   /**
-   * Family-specific extras kept with the run (for example the HTTP family that created it).
+   * Family-specific extras kept with the run (for example the HTTP family that created it); UpdateRun
+   * replaces them.
    *
    * @generated from field: google.protobuf.Struct metadata = 23;
    */

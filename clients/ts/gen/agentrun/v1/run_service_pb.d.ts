@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Agent, Decision, Run, RunEvent, RunInput, RunState, WebhookDelivery, WebhookFormat } from "./run_pb.js";
-import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file agentrun/v1/run_service.proto.
@@ -508,6 +508,55 @@ export declare type CancelRunResponse = Message<"agentrun.v1.CancelRunResponse">
 export declare const CancelRunResponseSchema: GenMessage<CancelRunResponse>;
 
 /**
+ * Request of UpdateRun.
+ *
+ * @generated from message agentrun.v1.UpdateRunRequest
+ */
+export declare type UpdateRunRequest = Message<"agentrun.v1.UpdateRunRequest"> & {
+  /**
+   * The run: `id` names it (its id or its number, as for GetRun; at most 64 characters), and the
+   * fields `update_mask` lists hold their new values.
+   *
+   * @generated from field: agentrun.v1.Run run = 1;
+   */
+  run?: Run | undefined;
+
+  /**
+   * Fields of `run` to replace; only "metadata" (replaced as a whole: finite numbers only, at most
+   * 64 KiB, 20 levels deep). Empty: the fields set in `run` other than `id`.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message agentrun.v1.UpdateRunRequest.
+ * Use `create(UpdateRunRequestSchema)` to create a new message.
+ */
+export declare const UpdateRunRequestSchema: GenMessage<UpdateRunRequest>;
+
+/**
+ * Response of UpdateRun.
+ *
+ * @generated from message agentrun.v1.UpdateRunResponse
+ */
+export declare type UpdateRunResponse = Message<"agentrun.v1.UpdateRunResponse"> & {
+  /**
+   * The run with its new metadata.
+   *
+   * @generated from field: agentrun.v1.Run run = 1;
+   */
+  run?: Run | undefined;
+};
+
+/**
+ * Describes the message agentrun.v1.UpdateRunResponse.
+ * Use `create(UpdateRunResponseSchema)` to create a new message.
+ */
+export declare const UpdateRunResponseSchema: GenMessage<UpdateRunResponse>;
+
+/**
  * Request of DeleteRun.
  *
  * @generated from message agentrun.v1.DeleteRunRequest
@@ -874,6 +923,17 @@ export declare const RunService: GenService<{
     methodKind: "unary";
     input: typeof CancelRunRequestSchema;
     output: typeof CancelRunResponseSchema;
+  },
+  /**
+   * Replaces a run's `metadata`, whatever the run's state (finished runs too); returns the run.
+   * `metadata` is the only field that can change: a mask naming any other is INVALID_ARGUMENT.
+   *
+   * @generated from rpc agentrun.v1.RunService.UpdateRun
+   */
+  updateRun: {
+    methodKind: "unary";
+    input: typeof UpdateRunRequestSchema;
+    output: typeof UpdateRunResponseSchema;
   },
   /**
    * Deletes a finished run and its events.
