@@ -13,7 +13,7 @@ import socket
 import sys
 from typing import Any
 
-from cli import tracing
+from cli import heap, tracing
 from cli.errors import UsageError
 from common import logs
 from gateway import settings as gateway_settings
@@ -121,5 +121,6 @@ async def serve(settings: Settings, gateway: GatewaySettings | None = None) -> N
             metrics_host = settings.metrics_listen.rpartition(":")[0]
             print(f"agentrun: metrics on http://{metrics_host}:{server.metrics_port}/metrics", flush=True)
         print("  stop with Ctrl-C (runs in progress get the shutdown grace to finish)", flush=True)
+        heap.settle()  # streams at scale: see cli/heap.py
         await stop.wait()
         log.info("shutting down")

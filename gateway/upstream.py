@@ -1,5 +1,10 @@
-"""The gateway's one gRPC channel to the agentrun server (HTTP/2: every request of every family is
-a stream on it, so many calls are in flight at once), its stubs, and the calls families make."""
+"""The gateway's gRPC channels to the agentrun server, its stubs, and the calls families make.
+Unary calls share one channel (HTTP/2: each call is a stream on it, so many are in flight at once).
+StreamRun calls, which stay open as long as their SSE clients, go over a pool of channels, each of
+its own connection, at most STREAMS_PER_CHANNEL of them on one: a server or proxy may cap the
+streams of a connection (HTTP/2 MAX_CONCURRENT_STREAMS, often 100 or 128), and past the cap gRPC
+holds new calls until others end (or the server refuses them), so on one connection the SSE stream
+past the cap would hang while the others stay open."""
 
 from __future__ import annotations
 
@@ -37,13 +42,58 @@ _CHANNEL_OPTIONS = [
     # An upstream like dns:///agentrun:50051 that resolves to several replicas: spread calls over all.
     ("grpc.lb_policy_name", "round_robin"),
 ]
+# RFC 9113 asks servers to allow at least 100 concurrent streams on a connection.
+STREAMS_PER_CHANNEL = 100
+# Without it, channels with equal target and options share one connection (gRPC's global pool).
+_OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
+
+
+class StreamChannels:
+    """Channels for long-lived streams, opened as needed so that none carries more than
+    `per_channel` open calls; kept until the app closes (a quiet channel costs one connection)."""
+
+    def __init__(self, target: str, per_channel: int = STREAMS_PER_CHANNEL) -> None:
+        self.target = target
+        self.per_channel = per_channel
+        self._stubs: list[run_service_pb2_grpc.RunServiceStub] = []
+        self._channels: list[grpc.aio.Channel] = []
+        self._open: list[int] = []  # open calls per channel
+
+    def open_call(self, message: run_service_pb2.StreamRunRequest, metadata: Metadata) -> StreamCall:
+        index = self._free_channel()
+        call: StreamCall = self._stubs[index].StreamRun(message, metadata=metadata)
+        self._open[index] += 1
+        call.add_done_callback(lambda _: self._ended(index))
+        return call
+
+    def _free_channel(self) -> int:
+        for index, count in enumerate(self._open):
+            if count < self.per_channel:
+                return index
+        channel = grpc.aio.insecure_channel(self.target, options=[*_CHANNEL_OPTIONS, _OWN_CONNECTION])
+        self._channels.append(channel)
+        self._stubs.append(run_service_pb2_grpc.RunServiceStub(channel))
+        self._open.append(0)
+        return len(self._channels) - 1
+
+    def _ended(self, index: int) -> None:
+        self._open[index] -= 1
+
+    @property
+    def open_calls(self) -> int:
+        return sum(self._open)
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close(None)
 
 
 class Upstream:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, streams: StreamChannels | None = None) -> None:
         self.channel = channel
         self.runs = run_service_pb2_grpc.RunServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
+        self.streams = streams
 
     async def call(
         self,
@@ -86,7 +136,10 @@ class Upstream:
         self, message: run_service_pb2.StreamRunRequest, request: web.Request | None = None
     ) -> StreamCall:
         """Opens StreamRun; the caller reads it and must cancel it (see gateway.sse)."""
-        call: StreamCall = self.runs.StreamRun(message, metadata=forwarded_metadata(request))
+        metadata = forwarded_metadata(request)
+        if self.streams is not None:
+            return self.streams.open_call(message, metadata)
+        call: StreamCall = self.runs.StreamRun(message, metadata=metadata)
         return call
 
     async def serving(self, timeout: float) -> tuple[bool, str]:
@@ -123,10 +176,13 @@ def upstream(request: web.Request) -> Upstream:
 
 
 async def channel_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: one channel for the app's lifetime; closing it cancels calls still open."""
-    channel = grpc.aio.insecure_channel(app[keys.SETTINGS].upstream, options=_CHANNEL_OPTIONS)
-    app[keys.UPSTREAM] = Upstream(channel)
+    """cleanup_ctx: the channels for the app's lifetime; closing them cancels calls still open."""
+    target = app[keys.SETTINGS].upstream
+    channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+    streams = StreamChannels(target, STREAMS_PER_CHANNEL)
+    app[keys.UPSTREAM] = Upstream(channel, streams)
     try:
         yield
     finally:
+        await streams.close()
         await channel.close(None)

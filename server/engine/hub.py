@@ -13,7 +13,6 @@ import contextlib
 import random
 from collections.abc import Iterator
 
-from common.memory import Trimmer
 from server.store.records import EventRecord
 
 QUEUE_BATCHES = 256
@@ -83,12 +82,11 @@ def _expire(waiter: asyncio.Future[bool]) -> None:
 
 
 class Hub:
-    def __init__(self, poll_s: float = 0.5, recheck_s: float = 60.0) -> None:
+    def __init__(self, poll_s: float = 0.5, recheck_s: float = 300.0) -> None:
         self._subscribers: dict[str, set[Subscription]] = {}
         self.poll_s = poll_s
         self.recheck_s = recheck_s
         self.notified = True
-        self._trimmer = Trimmer()  # gives the memory of thousands of ended streams back
 
     def quiet_s(self) -> float:
         """How long a waiter may hear nothing before it re-reads the store itself. Jittered, so
@@ -133,4 +131,3 @@ class Hub:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._subscribers[run_id]
-            self._trimmer.ended()

@@ -36,7 +36,7 @@ class EngineSettings:
     # their session or their org's quota) on runs that may finish in another process.
     poll_interval_s: float = 0.5
     # While notifications work, waiters, streams and the queue re-read the store this seldom anyway.
-    recheck_s: float = 60.0
+    recheck_s: float = 300.0
     default_timeout_s: float = 3600.0
     cancel_grace_s: float = 5.0  # how long a cancelled agent gets to stop before it is abandoned
     # Attempts a run gets in all when its worker is lost and it is safe to run again (see sweep_once).
