@@ -1,6 +1,7 @@
 """Crashes with several server processes on one PostgreSQL: a replica killed mid-stream, and the
 database restarted under load. Every accepted run must end exactly once, and streams re-attached
-through a survivor must see no gap and no repeat."""
+through a survivor must see no gap and no repeat. And the store's writer, its connection killed
+between two commits, reconnects and commits the next writes."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ import threading
 import time
 from collections.abc import Iterator
 
+import asyncpg
 import grpc
 import pytest
 from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
 
+from server.store.contract import open_store
+from server.store.records import RUNNING
 from tests import postgres
 from tests.test_process import Proc
+from tests.test_store_contract import delta, new_run
 
 S = run_pb2
 TERMINAL: set[int] = {S.RUN_STATE_COMPLETED, S.RUN_STATE_FAILED, S.RUN_STATE_CANCELLED}
@@ -115,3 +120,34 @@ def _state(proc: Proc, run_id: str) -> int:
         return int(proc.get(run_id).state)
     except grpc.RpcError:
         return S.RUN_STATE_UNSPECIFIED
+
+
+async def _kill_connections(url: str) -> int:
+    """Terminate every other connection to the database (as a restart or an administrator would):
+    the server sends each a FATAL error and closes it."""
+    db = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        return int(
+            await db.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("first", ["append", "claim"])
+async def test_the_writer_reconnects_when_its_connection_is_killed(postgres_url: str, first: str) -> None:
+    """The first write after the kill runs on asyncpg directly (an append) or through SQLAlchemy
+    (a claim); either way the batch is retried on a new connection, not failed."""
+    async with open_store(postgres_url, lambda _: None) as store:
+        run, _ = await store.create_run(new_run(), lease=("w1", 60.0))
+        assert run.state == RUNNING
+        assert await _kill_connections(postgres_url) >= 1
+        if first == "claim":
+            assert await store.claim("w2", 5, 60.0) == ([], False)
+        assert await (await store.append(run.id, "w1", [delta(run.id, 2)])) is True
+        later, _ = await store.create_run(new_run())
+        assert [e.seq for e in await store.list_events(run.id, 0, 10)] == [1, 2]
+        assert (await store.get_run(later.id)) is not None

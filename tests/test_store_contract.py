@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import pytest
@@ -487,6 +487,199 @@ async def test_listen_hears_other_processes_where_the_backend_can(database_url: 
         [executing], _ = await other.claim("w-other", 1, 60.0)
         assert await store.request_cancel(executing.id) is True
         await until(lambda: cancels == [executing.id], what="the cancel to be announced")
+
+
+# ---- writes committed together ------------------------------------------------------------------
+# Writes queued together share one group commit, and each applies as if it were alone, in queue
+# order (PostgreSQL applies each kind of write for many runs in one statement; SQLite one by one).
+
+
+@pytest.fixture
+def commits() -> list[list[EventRecord]]:
+    return []
+
+
+@pytest.fixture
+async def grouped(database_url: str, commits: list[list[EventRecord]]) -> AsyncIterator[Store]:
+    """A store whose every commit is recorded (the events it published, one list per commit)."""
+    async with open_store(database_url, commits.append, OUTBOX) as opened:
+        yield opened
+
+
+async def together(commits: list[list[EventRecord]], *calls: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Queue store calls in this order, all before the writer looks at its queue again, and return
+    their results (an append's: whether it was stored). They are committed in one transaction."""
+    before = len(commits)
+    # Each task runs up to its first wait, which comes after it queued its write: all are queued
+    # before the writer, woken by the first, takes what is queued.
+    tasks = [asyncio.create_task(call) for call in calls]
+    results = [await r if isinstance(r, asyncio.Future) else r for r in await asyncio.gather(*tasks)]
+    assert len(commits) == before + 1, "the writes were not committed together"
+    return results
+
+
+async def test_appends_of_several_runs_in_one_commit_each_apply_as_if_alone(
+    grouped: Store, commits: list[list[EventRecord]]
+) -> None:
+    a, b = await running(grouped, "w1"), await running(grouped, "w1")
+    c = await running(grouped, "w2")
+    results = await together(
+        commits,
+        grouped.append(a.id, "w1", [delta(a.id, 2)]),  # stored
+        grouped.append(b.id, "w1", [delta(b.id, 3)]),  # a gap after seq 1
+        grouped.append(c.id, "w1", [delta(c.id, 2)]),  # not the lease holder
+        grouped.append(a.id, "w1", [delta(a.id, 3), delta(a.id, 5)]),  # a gap inside
+        grouped.append(a.id, "w1", [delta(a.id, 3), delta(a.id, 4)]),  # follows seq 2
+        grouped.append(b.id, "w1", [delta(b.id, 2)]),  # follows seq 1: the earlier gap stored nothing
+        grouped.append(c.id, "w2", [delta(c.id, 2, "mine")]),  # the lease holder's
+        grouped.append(c.id, "w2", [delta(c.id, 4)]),  # a gap after seq 2
+        grouped.append(a.id, "w2", [delta(a.id, 5)]),  # right seq, not the lease holder
+        grouped.append(a.id, "w1", [delta(a.id, 5)]),
+    )
+    assert results == [True, False, False, False, True, True, True, False, False, True]
+    assert [e.seq for e in await grouped.list_events(a.id, 0, 10)] == [1, 2, 3, 4, 5]
+    assert [e.seq for e in await grouped.list_events(b.id, 0, 10)] == [1, 2]
+    assert [(e.seq, e.data["text"]) for e in await grouped.list_events(c.id, 1, 10)] == [(2, "mine")]
+    assert [(e.run_id, e.seq) for e in commits[-1]] == [
+        (a.id, 2),
+        (a.id, 3),
+        (a.id, 4),
+        (b.id, 2),
+        (c.id, 2),
+        (a.id, 5),
+    ]
+    for run, last in ((a, 5), (b, 2), (c, 2)):
+        current = await grouped.get_run(run.id)
+        assert current is not None and current.last_seq == last
+
+
+async def test_a_lease_lost_between_appends_of_one_commit(
+    grouped: Store, commits: list[list[EventRecord]]
+) -> None:
+    run = await running(grouped, "w1")
+    later = time.time() + 3600.0
+    released, w1_late, (claimed, _), w2_first, ended = (
+        await together(
+            commits,
+            grouped.append(run.id, "w1", [delta(run.id, 2)]),  # stored
+            grouped.transition(run.id, RELEASE, states=[RUNNING], lease_before=later),  # the sweeper: seq 3
+            grouped.append(run.id, "w1", [delta(run.id, 3)]),  # the old holder, too late
+            grouped.claim("w2", 1, 60.0),
+            grouped.append(run.id, "w2", [delta(run.id, 4)]),  # the new holder
+            grouped.transition(run.id, DONE, states=[RUNNING], owner="w2", seq=4),
+        )
+    )[1:]
+    assert released is not None and (released.state, released.attempt, released.last_seq) == (QUEUED, 2, 3)
+    assert w1_late is False
+    assert [(r.id, r.lease_owner) for r in claimed] == [(run.id, "w2")]
+    assert w2_first is True
+    assert ended is not None and (ended.state, ended.last_seq) == (COMPLETED, 5)
+    events = await grouped.list_events(run.id, 0, 10)
+    assert [(e.seq, e.type) for e in events] == [
+        (1, START),
+        (2, CONTENT_DELTA),
+        (3, STATUS),
+        (4, CONTENT_DELTA),
+        (5, STOP),
+    ]
+    assert [e.seq for e in commits[-1]] == [2, 3, 4, 5]
+    assert [e.run.state if e.run else None for e in commits[-1]] == [None, QUEUED, None, COMPLETED]
+
+
+async def test_changes_of_several_runs_in_one_commit(
+    grouped: Store, commits: list[list[EventRecord]]
+) -> None:
+    hooked = await running(grouped, "w1", webhook_url=HOOK)
+    plain, other = await running(grouped, "w1"), await running(grouped, "w2")
+    first, again, refused, cancelled = (
+        await together(
+            commits,
+            grouped.append(hooked.id, "w1", [delta(hooked.id, 2)]),
+            grouped.transition(hooked.id, DONE, states=[RUNNING], owner="w1", seq=2),  # sees the append
+            grouped.transition(hooked.id, CANCEL, states=[RUNNING]),  # it ended just before
+            grouped.transition(other.id, DONE, states=[RUNNING], owner="w1"),  # not the lease holder
+            grouped.transition(plain.id, CANCEL, states=[RUNNING]),
+        )
+    )[1:]
+    assert first is not None and (first.state, first.last_seq, first.result) == (
+        COMPLETED,
+        3,
+        {"output": "done"},
+    )
+    assert again is None and refused is None
+    assert cancelled is not None and (cancelled.state, cancelled.error_reason) == (CANCELLED, "CANCELLED")
+    [row] = await grouped.deliveries.for_run(hooked.id)
+    assert row.payload == {"id": hooked.id, "state": COMPLETED, "output": "done"}
+    assert await grouped.deliveries.for_run(plain.id) == []  # no webhook_url
+    assert [(e.run_id, e.seq, e.type) for e in commits[-1]] == [
+        (hooked.id, 2, CONTENT_DELTA),
+        (hooked.id, 3, STOP),
+        (plain.id, 2, "ERROR"),
+    ]
+    still = await grouped.get_run(other.id)
+    assert still is not None and (still.state, still.last_seq) == (RUNNING, 1)
+
+
+async def test_runs_submitted_together_are_decided_as_if_one_by_one(
+    grouped: Store, commits: list[list[EventRecord]]
+) -> None:
+    earlier, _ = await grouped.create_run(new_run(idempotency_key="old"))
+    assert await grouped.transition(earlier.id, DONE, states=[QUEUED]) is not None  # the queue is empty
+    lease = ("w1", 60.0)
+    submitted = await together(
+        commits,
+        grouped.create_run(new_run(session_id="s1"), lease=lease),  # starts at once
+        grouped.create_run(new_run(session_id="s1"), lease=lease),  # its session is busy: queued
+        grouped.create_run(new_run(session_id="s2"), lease=lease),  # a run is queued now: queued too
+        grouped.create_run(new_run(idempotency_key="k1", request_hash="first")),
+        grouped.create_run(new_run(idempotency_key="k1", request_hash="second")),  # the same key
+        grouped.create_run(new_run(idempotency_key="old")),  # a key stored before
+        grouped.create_run(new_run(org_id="org-b", idempotency_key="k1")),  # another org's key
+    )
+    runs = [run for run, _ in submitted]
+    assert [created for _, created in submitted] == [True, True, True, True, False, False, True]
+    assert [r.state for r in runs] == [RUNNING, QUEUED, QUEUED, QUEUED, QUEUED, COMPLETED, QUEUED]
+    assert (runs[0].lease_owner, runs[1].lease_owner) == ("w1", None)
+    assert (runs[4].id, runs[4].request_hash) == (runs[3].id, "first")
+    assert runs[5].id == earlier.id
+    created = [runs[i] for i in (0, 1, 2, 3, 6)]
+    assert [r.number for r in created] == sorted(r.number for r in created)  # in submission order
+    assert len({r.number for r in created}) == 5
+    assert [(e.run_id, e.seq, e.type) for e in commits[-1]] == [(r.id, 1, START) for r in created]
+    for run in created:
+        assert [e.type for e in await grouped.list_events(run.id, 0, 10)] == [START]
+    claimed, _ = await grouped.claim("w2", 10, 60.0)
+    # The run of s1 waits for the first; the others go in submission order.
+    assert [r.id for r in claimed] == [runs[2].id, runs[3].id, runs[6].id]
+
+
+async def test_a_write_that_fails_does_not_take_the_others_of_its_commit_down(
+    grouped: Store, commits: list[list[EventRecord]]
+) -> None:
+    """The commit fails as a whole (a second run with a taken id), then each write is tried in a
+    transaction of its own: only the bad one fails."""
+    run = await running(grouped, "w1")
+    taken = new_run(id=run.id)
+    before = len(commits)
+    tasks = [
+        asyncio.create_task(call)
+        for call in (
+            grouped.append(run.id, "w1", [delta(run.id, 2)]),
+            grouped.create_run(new_run()),
+            grouped.create_run(taken),
+            grouped.transition(run.id, DONE, states=[RUNNING], owner="w1", seq=2),
+        )
+    ]
+    appended, created, duplicate, ended = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(duplicate, Exception)
+    assert isinstance(appended, asyncio.Future) and await appended is True
+    assert isinstance(created, tuple) and created[0].state == QUEUED
+    assert isinstance(ended, RunRecord) and (ended.state, ended.last_seq) == (COMPLETED, 3)
+    assert [(e.run_id, e.seq) for e in commits[before]] == [(run.id, 2), (created[0].id, 1), (run.id, 3)]
+    assert [e.type for e in await grouped.list_events(run.id, 0, 10)] == [START, CONTENT_DELTA, STOP]
+    assert [(e.run_id, e.type) for e in await grouped.list_events(created[0].id, 0, 10)] == [
+        (created[0].id, START)
+    ]
 
 
 # ---- the webhook outbox -------------------------------------------------------------------------

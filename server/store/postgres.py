@@ -1,6 +1,7 @@
-"""The PostgreSQL backend: replicas share the database. The writer's batch runs on an asyncpg
-connection through SQLAlchemy's run_sync (no thread); reads use their own pool. Capped claims take
-a transaction-scoped advisory lock without waiting; commits NOTIFY the other replicas, which LISTEN
+"""The PostgreSQL backend: replicas share the database. The writer's batch runs on one asyncpg
+connection, its hot statements on asyncpg directly (server/store/pg_writes.py), the rest through
+SQLAlchemy's run_sync (no thread); reads use their own pool. Capped claims take a
+transaction-scoped advisory lock without waiting; commits NOTIFY the other replicas, which LISTEN
 (server/store/listener.py)."""
 
 from __future__ import annotations
@@ -16,22 +17,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from server.store.listener import CANCEL_CHANNEL, EVENTS_CHANNEL, QUEUE_CHANNEL, Listener
 from server.store.migrations import migrate_async
+from server.store.pg_writes import notify_at_commit
 from server.store.records import EventRecord
 
 T = TypeVar("T")
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(7352861)")
-_NOTIFY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 
 
 class AsyncWriterConnection:
-    """An asyncpg connection; the writer's sync SQLAlchemy code runs on it through run_sync."""
+    """An asyncpg connection in AUTOCOMMIT: the writer's steps (server/store/pg_writes.py) begin and
+    end each batch's transaction themselves; its sync SQLAlchemy code runs on it through run_sync."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None
 
     async def open(self) -> None:
-        self._conn = await self._engine.connect()
+        conn = await self._engine.connect()
+        try:
+            self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        except BaseException:
+            await conn.close()
+            raise
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._conn is None:  # a reconnect failed earlier: try again now
@@ -42,6 +49,8 @@ class AsyncWriterConnection:
     async def close(self, final: bool = False) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
+                if not final:  # closed to reconnect: the connection is suspect, not for the pool
+                    await self._conn.invalidate()
                 await self._conn.close()
             self._conn = None
 
@@ -74,16 +83,13 @@ class PostgresBackend:
         queued: bool,
         cancels: Sequence[str] = (),
     ) -> None:
-        # NOTIFY is delivered at commit, and not at all if the transaction rolls back.
-        runs = sorted({e.run_id for e in published})
-        if runs:
-            payloads = [f"{origin}:{run_id}" for run_id in runs]
-            conn.execute(_NOTIFY, {"channel": EVENTS_CHANNEL, "payloads": payloads})
+        # Sent with the COMMIT: delivered at commit, and not at all if the transaction rolls back.
+        notices = [(EVENTS_CHANNEL, f"{origin}:{run_id}") for run_id in sorted({e.run_id for e in published})]
         if queued:
-            conn.execute(_NOTIFY, {"channel": QUEUE_CHANNEL, "payloads": [origin]})
-        if cancels:
-            payloads = [f"{origin}:{run_id}" for run_id in cancels]
-            conn.execute(_NOTIFY, {"channel": CANCEL_CHANNEL, "payloads": payloads})
+            notices.append((QUEUE_CHANNEL, origin))
+        notices += [(CANCEL_CHANNEL, f"{origin}:{run_id}") for run_id in cancels]
+        if notices:
+            notify_at_commit(conn, notices)
 
     @contextlib.asynccontextmanager
     async def listen(

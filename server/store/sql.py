@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Executable, and_, delete, or_, select, update
 from sqlalchemy.engine import Row
 
-from server.store import dialect, quota, retention
+from server.store import batch, dialect, quota, retention
 from server.store import statements as st
 from server.store.deliveries import DeliveryStore, Outbox
 from server.store.reads import RunReads
@@ -24,14 +24,13 @@ from server.store.records import (
     PENDING,
     QUEUED,
     RUNNING,
-    START,
     TERMINAL,
     EventRecord,
     NewRun,
     Outcome,
     RunRecord,
 )
-from server.store.tables import RUN, RUN_EVENT, SESSION, WEBHOOK_DELIVERY
+from server.store.tables import RUN, RUN_EVENT, WEBHOOK_DELIVERY
 from server.store.writer import Tx, Writer
 
 if TYPE_CHECKING:
@@ -45,10 +44,7 @@ class SqlStore(RunReads):
         self._writer = Writer(backend, publish, origin=self.origin)
         self._outbox = outbox or Outbox()
         self.deliveries = DeliveryStore(self._writer, self._fetch)
-        self._insert_run_ignore = dialect.insert_ignore(
-            backend, RUN, ["org_id", "idempotency_key"]
-        ).returning(*RUN.c)
-        self._session_upsert = dialect.upsert_counter(backend, SESSION, "run_count", ["updated_at"])
+        self._rows = self._writer.rows
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -102,61 +98,45 @@ class SqlStore(RunReads):
         and False instead. Per org (0 = no limit): a run starts at once only while its org has fewer
         than `max_running` running; a run that would be queued while its org already has
         `max_queued` queued is refused with QueueFull."""
-        now = time.time()
-        values = {
-            **{k: getattr(new, k) for k in NewRun.__slots__},
-            "state": QUEUED,
-            "attempt": 1,
-            "deadline": now + new.timeout_s,
-            "last_seq": 1,
-            "cancel_requested": False,
-            "created_at": now,
-            "updated_at": now,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "started_at": None,
-        }
-        leased = values
-        if lease is not None:
-            leased = values | {
-                "state": RUNNING,
-                "lease_owner": lease[0],
-                "lease_expires_at": now + lease[1],
-                "started_at": now,
-            }
-
-        def op(tx: Tx) -> tuple[RunRecord, bool] | None:
-            # Runs already waiting go first: a new run skips the queue only when it is empty.
-            at_once = lease is not None and quota.may_start(
-                tx.conn, new.org_id, max_running, self._backend.serialized
+        if max_running <= 0 and max_queued <= 0:
+            created = await self._writer.admit(new, lease)  # decided and stored with others at once
+        else:
+            created = await self._writer.call(
+                lambda tx: self._create_capped(tx, new, lease, max_running, max_queued)
             )
-            if at_once:
-                # Lock the session's row (PostgreSQL) so two replicas cannot both start a run of it.
-                tx.conn.execute(st.LOCK_SESSION, {"sid": new.session_id})
-                busy = tx.conn.execute(st.SESSION_BUSY, {"sid": new.session_id, "org": new.org_id})
-                at_once = busy.first() is None
-            if not at_once and quota.queue_full(tx.conn, new.org_id, max_queued):
-                return _by_key(tx, new)  # a replay of a stored submission is answered all the same
-            row = tx.conn.execute(
-                self._insert_run_ignore if new.idempotency_key else st.INSERT_RUN,
-                leased if at_once else values,
-            ).first()
-            if row is None:
-                return _by_key(tx, new)
-            tx.conn.execute(self._session_upsert, _session_values(new, now))
-            # START is stored with the run, so every run's log (even one cancelled while queued)
-            # begins with it and a stream can send it at once.
-            start = EventRecord(new.id, 1, START, {"session_id": new.session_id, "attempt": 1}, now)
-            tx.conn.execute(st.INSERT_EVENT, _event_values(start))
-            tx.published.append(start)
-            record = _record(row)
-            tx.queued = record.state == QUEUED
-            return record, True
-
-        created = await self._writer.call(op)
         if created is None:
             raise quota.QueueFull(new.org_id)
         return created
+
+    def _create_capped(
+        self, tx: Tx, new: NewRun, lease: tuple[str, float] | None, max_running: int, max_queued: int
+    ) -> tuple[RunRecord, bool] | None:
+        """create_run with per-org caps: counted in its own statements, one run at a time."""
+        now = time.time()
+        # Runs already waiting go first: a new run skips the queue only when it is empty.
+        at_once = lease is not None and quota.may_start(
+            tx.conn, new.org_id, max_running, self._backend.serialized
+        )
+        if at_once:
+            # Lock the session's row (PostgreSQL) so two replicas cannot both start a run of it.
+            tx.conn.execute(st.LOCK_SESSION, {"sid": new.session_id})
+            busy = tx.conn.execute(st.SESSION_BUSY, {"sid": new.session_id, "org": new.org_id})
+            at_once = busy.first() is None
+        if not at_once and quota.queue_full(tx.conn, new.org_id, max_queued):
+            return _by_key(tx, new)  # a replay of a stored submission is answered all the same
+        row = tx.conn.execute(
+            self._rows.insert_run_ignore if new.idempotency_key else st.INSERT_RUN,
+            batch.run_values(new, lease if at_once else None, now),
+        ).first()
+        if row is None:
+            return _by_key(tx, new)
+        tx.conn.execute(self._rows.count_session, batch.session_row(new, now))
+        record = _record(row)
+        start = batch.start_event(record.id, record.session_id, now)
+        tx.conn.execute(st.INSERT_EVENT, batch.event_row(start))
+        tx.published.append(start)
+        tx.queued = tx.queued or record.state == QUEUED
+        return record, True
 
     # ---- the queue ----------------------------------------------------------------------
 
@@ -246,41 +226,16 @@ class SqlStore(RunReads):
         `owner` holds the lease, the lease expired before / the deadline passed before a time, or
         last_seq is `seq`), plus the outcome's event at the next seq, in one transaction. None when
         the conditions did not hold."""
-        params: dict[str, Any] = {
-            "rid": run_id,
-            "states": list(states),
-            "owner": owner,
-            "lease_before": lease_before,
-            "deadline_before": deadline_before,
-            "seq": seq,
-            "v_state": outcome.state,
-            "attempt_inc": 1 if outcome.release else 0,
-            "v_pending_action": outcome.pending_action,
-            "v_result": outcome.result,
-            "v_error_reason": outcome.error_reason,
-            "v_error_message": outcome.error_message,
-            "v_agent_state": outcome.agent_state,
-            "v_messages": outcome.messages,
-        }
-
-        def op(tx: Tx) -> RunRecord | None:
-            now = time.time()
-            params["now"] = now
-            params["v_completed_at"] = now if outcome.state in TERMINAL else None
-            row = tx.conn.execute(st.TRANSITION, params).first()
-            if row is None:
-                return None
-            record = _record(row)
-            if record.webhook_url and outcome.state in TERMINAL:
-                # The outbox row commits with the end of the run: a crash cannot lose the notification.
-                tx.conn.execute(WEBHOOK_DELIVERY.insert(), self._outbox.row(record, now))
-            event = EventRecord(run_id, record.last_seq, outcome.event_type, outcome.event_data, now, record)
-            tx.conn.execute(st.INSERT_EVENT, _event_values(event))
-            tx.published.append(event)
-            tx.queued = outcome.state == QUEUED
-            return record
-
-        return await self._writer.call(op)
+        return await self._writer.change(
+            run_id,
+            outcome,
+            states=tuple(states),
+            owner=owner,
+            lease_before=lease_before,
+            deadline_before=deadline_before,
+            seq=seq,
+            webhook=self._outbox.row,
+        )
 
     async def decide(self, run_id: str, tool_call_id: str, decision: dict[str, Any]) -> RunRecord | None:
         """PAUSED -> QUEUED with `decision` recorded, if `tool_call_id` is the pending call."""
@@ -305,7 +260,7 @@ class SqlStore(RunReads):
                 )
                 .returning(*RUN.c)
             ).first()
-            tx.queued = row is not None
+            tx.queued = tx.queued or row is not None
             return _record(row) if row is not None else None
 
         return await self._writer.call(op)
@@ -354,25 +309,3 @@ def _by_key(tx: Tx, new: NewRun) -> tuple[RunRecord, bool] | None:
         return None
     existing = tx.conn.execute(st.RUN_BY_KEY, {"org": new.org_id, "key": new.idempotency_key}).first()
     return (_record(existing), False) if existing is not None else None
-
-
-def _session_values(new: NewRun, now: float) -> dict[str, Any]:
-    return {
-        "id": new.session_id,
-        "org_id": new.org_id,
-        "user_id": new.user_id,
-        "agent_id": new.agent_id,
-        "run_count": 1,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _event_values(event: EventRecord) -> dict[str, Any]:
-    return {
-        "run_id": event.run_id,
-        "seq": event.seq,
-        "type": event.type,
-        "data": event.data,
-        "created_at": event.created_at,
-    }

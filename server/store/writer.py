@@ -1,27 +1,42 @@
 """The single writer: one connection commits whatever is queued in one transaction (group commit).
 The backend provides the connection (a thread's on SQLite, an asyncpg one on PostgreSQL) and tells
-other replicas what a batch committed. Event appends of many runs share a transaction; a batch that
-fails is retried op by op so one bad op cannot take the others down; a lost connection is replaced
-and the batch retried."""
+other replicas what a batch committed. What a batch does with its ops is server/store/batch.py: event
+appends, new runs and state changes of many runs share each statement on PostgreSQL
+(server/store/pg_writes.py). A batch that fails is retried op by op so one bad op cannot take the
+others down; a lost connection is replaced and the batch retried."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
 from server import metrics, tasks
-from server.store import statements as st
-from server.store.dialect import Backend
-from server.store.records import EventRecord
+from server.store.batch import (
+    Admit,
+    Append,
+    Call,
+    Change,
+    ConnectionLost,
+    CoreSteps,
+    Op,
+    RowStatements,
+    Steps,
+    gone,
+    run_batch,
+)
+from server.store.batch import Tx as Tx  # what a write op sees (sql.py, deliveries.py)
+from server.store.dialect import Backend, insert_ignore, upsert_counter
+from server.store.pg_writes import PgSteps, broken
+from server.store.records import EventRecord, NewRun, Outcome, RunRecord
+from server.store.tables import RUN, SESSION
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,34 +44,17 @@ MAX_BATCH = 1024
 RECONNECT_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
-# SQLSTATEs of a server that went away or is restarting: connection exceptions, admin/crash shutdown,
-# cannot connect now.
-_GONE = ("08", "57P01", "57P02", "57P03")
-
-
 def disconnected(exc: BaseException) -> bool:
-    """The connection, not the statement, failed: worth reconnecting and trying the batch again."""
-    if isinstance(exc, OSError):
+    """The connection, not the statement, failed: worth reconnecting and trying the batch again.
+    (A connection SQLAlchemy invalidated stays unusable until rolled back: reconnecting mends it.)"""
+    if isinstance(exc, OSError | ConnectionLost | PendingRollbackError) or gone(exc):
         return True
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated:
         return True
     cause = exc.orig.__cause__ if exc.orig is not None else None
-    return str(getattr(cause, "sqlstate", "") or "").startswith(_GONE)
-
-
-@dataclass(slots=True)
-class Tx:
-    """What a write op sees: the connection of the open transaction and a list of events to
-    publish once that transaction commits."""
-
-    conn: Connection
-    published: list[EventRecord] = field(default_factory=list)
-    # Set by an op that queued a run, so other replicas' dispatchers are told.
-    queued: bool = False
-    # Runs an op asked to cancel, so the replica executing each is told at once.
-    cancels: list[str] = field(default_factory=list)
+    return cause is not None and (gone(cause) or broken(cause))
 
 
 class StoreClosed(Exception):
@@ -64,25 +62,8 @@ class StoreClosed(Exception):
 
 
 @dataclass(slots=True)
-class _Append:
-    run_id: str
-    owner: str
-    events: list[EventRecord]
-    future: asyncio.Future[bool]
-
-
-@dataclass(slots=True)
-class _Call:
-    fn: Callable[[Tx], Any]
-    future: asyncio.Future[Any]
-
-
-@dataclass(slots=True)
 class _Failed:
     error: Exception
-
-
-_Op = _Append | _Call
 
 
 class Writer:
@@ -97,9 +78,13 @@ class Writer:
         self._db = backend.writer()
         self._origin = origin  # marks this store's own announcements to other replicas
         self._on_commit = on_commit
-        self._queue: asyncio.Queue[_Op] = asyncio.Queue(max_queue)
+        self._queue: asyncio.Queue[Op] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
-        self._batch: list[_Op] = []  # the batch being committed
+        self._batch: list[Op] = []  # the batch being committed
+        self.rows = RowStatements(
+            insert_ignore(backend, RUN, ["org_id", "idempotency_key"]).returning(*RUN.c),
+            upsert_counter(backend, SESSION, "run_count", ["updated_at"]),
+        )
 
     async def start(self) -> None:
         await self._db.open()
@@ -119,7 +104,7 @@ class Writer:
         for op in left:
             if op.future.done():
                 continue
-            if isinstance(op, _Append):
+            if isinstance(op, Append):
                 op.future.set_result(False)  # not stored, as after a failed commit
             else:
                 op.future.set_exception(StoreClosed("the store closed before this write was committed"))
@@ -129,7 +114,31 @@ class Writer:
         """Run `fn` on the writer's connection inside the next group transaction; returns once that
         transaction committed."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Call(fn, future))
+        await self._queue.put(Call(fn, future))
+        return await future
+
+    async def admit(self, new: NewRun, lease: tuple[str, float] | None) -> tuple[RunRecord, bool] | None:
+        """Store a new run (batch.Admit) in the next group transaction."""
+        future: asyncio.Future[tuple[RunRecord, bool] | None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(Admit(new, lease, future))
+        return await future
+
+    async def change(
+        self,
+        run_id: str,
+        outcome: Outcome,
+        *,
+        states: tuple[str, ...],
+        owner: str | None,
+        lease_before: float | None,
+        deadline_before: float | None,
+        seq: int | None,
+        webhook: Callable[[RunRecord, float], dict[str, Any]],
+    ) -> RunRecord | None:
+        """Apply a conditional state change (batch.Change) in the next group transaction."""
+        future: asyncio.Future[RunRecord | None] = asyncio.get_running_loop().create_future()
+        op = Change(run_id, outcome, states, owner, lease_before, deadline_before, seq, webhook, future)
+        await self._queue.put(op)
         return await future
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
@@ -147,7 +156,7 @@ class Writer:
         """Queue events of a RUNNING run leased by `owner`. The future says whether they were stored:
         False when the lease was lost or an earlier append of the run was not (seq stays gap-free)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Append(run_id, owner, events, future))
+        await self._queue.put(Append(run_id, owner, events, future))
         return future
 
     async def _loop(self) -> None:
@@ -162,7 +171,7 @@ class Writer:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _settle(self, batch: list[_Op]) -> None:
+    async def _settle(self, batch: list[Op]) -> None:
         """Commit a batch and resolve its futures."""
         started = time.perf_counter()
         try:
@@ -173,7 +182,7 @@ class Writer:
             # The database stayed unreachable: fail these ops (appends report "not stored", so
             # their runs end EVENTS_LOST) and keep the writer alive for when it is back.
             log.error("store write failed: %s", exc)
-            outcomes = [False if isinstance(op, _Append) else _Failed(exc) for op in batch]
+            outcomes = [False if isinstance(op, Append) else _Failed(exc) for op in batch]
             published = []
         self._on_commit(published)
         for op, outcome in zip(batch, outcomes, strict=True):
@@ -184,7 +193,7 @@ class Writer:
             else:
                 op.future.set_result(outcome)
 
-    async def _commit_batch(self, batch: list[_Op]) -> tuple[list[Any], list[EventRecord]]:
+    async def _commit_batch(self, batch: list[Op]) -> tuple[list[Any], list[EventRecord]]:
         """Commit a batch; when the connection was lost (a database restart), reconnect and retry."""
         for delay in (*RECONNECT_DELAYS_S, None):
             try:
@@ -201,11 +210,19 @@ class Writer:
 
     # ---- on the writer's connection -----------------------------------------------------
 
-    def _commit(self, conn: Connection, batch: list[_Op]) -> tuple[list[Any], list[EventRecord]]:
+    def _steps(self, conn: Connection) -> Steps:
+        """PostgreSQL: a statement per set of rows, on asyncpg directly (a network round trip per
+        statement); SQLite: one per row, on the thread's connection."""
+        if conn.dialect.name == "postgresql":
+            return PgSteps(conn)
+        return CoreSteps(conn, self.rows)
+
+    def _commit(self, conn: Connection, batch: list[Op]) -> tuple[list[Any], list[EventRecord]]:
         try:
-            with conn.begin():
+            steps = self._steps(conn)
+            with steps.transaction():
                 tx = Tx(conn)
-                results = self._run(tx, batch)
+                results = run_batch(tx, steps, batch)
                 self._backend.announce(conn, self._origin, tx.published, tx.queued, tx.cancels)
                 return results, tx.published
         except Exception as exc:
@@ -213,7 +230,7 @@ class Writer:
                 raise  # not this batch's fault: reconnect and retry it whole
             if len(batch) == 1:
                 log.error("store write failed", exc_info=exc)
-                return [False if isinstance(batch[0], _Append) else _Failed(exc)], []
+                return [False if isinstance(batch[0], Append) else _Failed(exc)], []
             log.warning("group commit of %d ops failed; retrying one by one", len(batch), exc_info=True)
         outcomes: list[Any] = []
         published: list[EventRecord] = []
@@ -222,51 +239,3 @@ class Writer:
             outcomes += done
             published += events
         return outcomes, published
-
-    def _run(self, tx: Tx, batch: list[_Op]) -> list[Any]:
-        results: list[Any] = []
-        pending: list[_Append] = []
-        for op in batch:
-            if isinstance(op, _Append):
-                pending.append(op)
-                continue
-            results += _store_appends(tx, pending)
-            pending = []
-            results.append(op.fn(tx))
-        results += _store_appends(tx, pending)
-        return results
-
-
-def _store_appends(tx: Tx, appends: list[_Append]) -> list[bool]:
-    """Store consecutive appends: per run one conditional UPDATE that checks the lease and that the
-    first new seq follows the stored last_seq, then one multi-row INSERT for all accepted events."""
-    if not appends:
-        return []
-    groups: dict[str, list[_Append]] = {}
-    for op in appends:
-        groups.setdefault(op.run_id, []).append(op)
-    now = time.time()
-    accepted: dict[str, bool] = {}
-    rows: list[dict[str, Any]] = []
-    for run_id, ops in groups.items():
-        events = [e for op in ops for e in op.events]
-        accepted[run_id] = _advance(tx.conn, run_id, {op.owner for op in ops}, events, now)
-        if accepted[run_id]:
-            rows.extend(
-                {"run_id": e.run_id, "seq": e.seq, "type": e.type, "data": e.data, "created_at": e.created_at}
-                for e in events
-            )
-            tx.published.extend(events)
-    if rows:
-        tx.conn.execute(st.INSERT_EVENT, rows)
-    return [accepted[op.run_id] for op in appends]
-
-
-def _advance(conn: Connection, run_id: str, owners: set[str], events: list[EventRecord], now: float) -> bool:
-    if not events:
-        return True
-    contiguous = all(b.seq == a.seq + 1 for a, b in itertools.pairwise(events))
-    if len(owners) != 1 or not contiguous:
-        return False
-    params = {"rid": run_id, "owner": next(iter(owners)), "after": events[0].seq - 1, "last": events[-1].seq}
-    return bool(conn.execute(st.ADVANCE, params | {"now": now}).rowcount == 1)
