@@ -73,6 +73,26 @@ def _v7_trace_context(conn: Connection) -> None:
     _add_column(conn, "webhook_delivery", Column("traceparent", String(64), nullable=True))
 
 
+def _v8_run_numbers_64_bit(conn: Connection) -> None:
+    """run.number was a 32-bit SERIAL on PostgreSQL: after 2,147,483,647 runs no run could be
+    stored. Make the column and its sequence BIGINT (v1 creates them so on a new database). The
+    column's type change rewrites the table and its indexes under an exclusive lock: on a large
+    table startup waits for it. SQLite's INTEGER primary key has 64 bits already."""
+    if conn.dialect.name != "postgresql":
+        return
+    kind = conn.execute(
+        text(
+            "SELECT data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = 'run' AND column_name = 'number'"
+        )
+    ).scalar_one()
+    if kind != "bigint":
+        conn.execute(text("ALTER TABLE run ALTER COLUMN number TYPE BIGINT"))
+    sequence = conn.execute(text("SELECT pg_get_serial_sequence('run', 'number')")).scalar_one()
+    # Its maximum becomes BIGINT's too, as it was INTEGER's.
+    conn.execute(text(f"ALTER SEQUENCE {sequence} AS BIGINT"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_run_messages,
@@ -81,6 +101,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v5_run_numbers_never_reused,
     _v6_retention_index,
     _v7_trace_context,
+    _v8_run_numbers_64_bit,
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Float, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -30,8 +30,11 @@ class RunRow(SQLModel, table=True):
         {"sqlite_autoincrement": True},
     )
 
-    # Integer primary key: SQLite's rowid, a sequence on PostgreSQL; family C's integer run id.
-    number: int | None = Field(default=None, primary_key=True)
+    # Integer primary key: SQLite's rowid (64 bits), a BIGSERIAL on PostgreSQL (migration 8 widened
+    # the SERIAL of older databases); family C's integer run id.
+    number: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    )
     id: str = Field(max_length=36, unique=True)
     agent_id: str = Field(max_length=64)
     org_id: str = Field(default="", max_length=128)
