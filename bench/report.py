@@ -8,7 +8,7 @@ import dataclasses
 import json
 import os
 import platform
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import grpc
 from bench.measure import IN_FLIGHT, Plan, percentile
 
 BATCH = 100
+BURST = 200  # Run(wait) calls sent at once in a burst
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class Spec:
     latency: bool
     base: str = "baseline"
     # Figures compared with (p50, rate) when not the baseline's: the PostgreSQL rows use SQLite's.
-    against: tuple[str, str] | None = None
+    # Empty: compared with nothing (a figure that is itself the reference of others).
+    against: tuple[str, ...] | None = None
 
 
 GATEWAY = "baseline_gateway"
@@ -62,7 +64,12 @@ SPECS: dict[str, Spec] = {
     "gateway_submit_ack_p50_ms": Spec("gateway POST runs (wait=false) ack p50", "ms", True, GATEWAY),
     "gateway_sse_first_event_p50_ms": Spec("gateway runs:stream first SSE event p50", "ms", True, GATEWAY),
     "gateway_sse_events_per_s": Spec("gateway SSE events/s, one stream (slow)", "/s", False, GATEWAY),
+    # BURST echo Run(wait) sent at once, until the last returned: the reference of the PostgreSQL one.
+    "echo_burst_ms": Spec(f"echo {BURST} Run(wait) at once, until all done", "ms", True, against=()),
     # The same echo Run(wait) on PostgreSQL; "vs baseline" is against the SQLite echo rows above.
+    "pg1_echo_burst_ms": Spec(
+        f"PostgreSQL x1 echo {BURST} Run(wait) at once", "ms", True, against=("echo_burst_ms", "")
+    ),
     **{
         f"pg{n}_echo_{kind}": Spec(
             f"PostgreSQL x{n} echo Run(wait) {label}",
@@ -113,6 +120,19 @@ TARGETS = (
         (),
     ),
     Target("gateway_sse_events_per_s", ">= 20,000/s", lambda f: f["gateway_sse_events_per_s"] >= 20_000, ()),
+    # PostgreSQL, one replica, against SQLite in the same run.
+    Target(
+        "pg1_echo_runs_per_s",
+        ">= 80% of SQLite",
+        lambda f: f["pg1_echo_runs_per_s"] >= 0.8 * f["echo_runs_per_s"],
+        ("echo_runs_per_s",),
+    ),
+    Target(
+        "pg1_echo_burst_ms",
+        "<= 1.5x SQLite",
+        lambda f: f["pg1_echo_burst_ms"] <= 1.5 * f["echo_burst_ms"],
+        ("echo_burst_ms",),
+    ),
 )
 
 
@@ -154,9 +174,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def reference(key: str) -> str:
-    """The baseline figure `key` is compared with: its baseline's p50 or calls/s."""
+def reference(key: str) -> str | None:
+    """The baseline figure `key` is compared with: its baseline's p50 or calls/s (None: none)."""
     spec = SPECS[key]
+    if spec.against == ():
+        return None
     if spec.against is not None:
         return spec.against[0] if spec.latency else spec.against[1]
     return f"{spec.base}_p50_ms" if spec.latency else f"{spec.base}_calls_per_s"
@@ -164,7 +186,12 @@ def reference(key: str) -> str:
 
 def ratios(figures: dict[str, float]) -> dict[str, float]:
     """A latency as a multiple of its baseline p50; a throughput as a share of its baseline calls/s."""
-    return {k: v / figures[reference(k)] for k, v in figures.items() if reference(k) in figures}
+    out = {}
+    for key, value in figures.items():
+        base = reference(key)
+        if base is not None and base in figures:
+            out[key] = value / figures[base]
+    return out
 
 
 def verdicts(figures: dict[str, float]) -> dict[str, tuple[str, bool | None]]:
@@ -176,11 +203,14 @@ def verdicts(figures: dict[str, float]) -> dict[str, tuple[str, bool | None]]:
     return out
 
 
-def table(results: Results) -> Iterator[str]:
+def table(results: Results, rows: Collection[str] | None = None) -> Iterator[str]:
+    """The table of every figure, or of `rows` only."""
     figures, checks, vs = results.figures, verdicts(results.figures), ratios(results.figures)
     yield f"{'figure':<46} {'value':>12} {'unit':<4} {'vs baseline':>11} {'n':>7}  {'target':<19} result"
     yield "-" * 112
     for key, spec in SPECS.items():
+        if rows is not None and key not in rows:
+            continue
         text, met = checks.get(key, ("", None))
         verdict = "" if key not in checks else {True: "PASS", False: "MISS", None: "-"}[met]
         value, unit, base, count = "skipped", "", "", ""
@@ -192,7 +222,9 @@ def table(results: Results) -> Iterator[str]:
         yield line.rstrip()
 
 
-def report(results: Results, info: dict[str, Any], plan: Plan, quick: bool) -> None:
+def report(
+    results: Results, info: dict[str, Any], plan: Plan, quick: bool, rows: Collection[str] | None = None
+) -> None:
     cores = f"{info['cores']} cores ({info['cores_usable']} usable)"
     print(f"\nmachine: {info['cpu']}, {cores}, Python {info['python']}, grpcio {info['grpc']}")
     print(f"platform: {info['platform']}")
@@ -201,13 +233,16 @@ def report(results: Results, info: dict[str, Any], plan: Plan, quick: bool) -> N
     print(f"mode: {mode}; {series_text}, {plan.duration_s:g} s per {IN_FLIGHT}-in-flight series")
     print("note: the Python client runs on the same machine and shares its cores with the server under test;")
     print("      its own per-call CPU is part of every figure, the baseline's included.\n")
-    for line in table(results):
+    for line in table(results, rows):
         print(line)
     print("\nvs baseline: latencies as a multiple of the baseline p50; throughputs as a share of the")
     print(f"baseline calls/s at {IN_FLIGHT} in flight (one aiosqlite INSERT + COMMIT per gRPC call).")
     print("HTTP rows: of the HTTP baseline's (an aiohttp JSON handler calling that Insert over one channel,")
     print(f"in one process like `agentrun serve`), with {IN_FLIGHT} keep-alive connections for calls/s.")
-    print("PostgreSQL xN rows: of the SQLite echo rows above (N servers on one database, calls alternating).")
+    print("PostgreSQL xN rows: of the SQLite echo rows above (N servers on one database, calls alternating);")
+    print(
+        f"the burst ({BURST} Run(wait) at once, the median of the bursts after a warm-up one): of SQLite's."
+    )
     for note in all_notes(results):
         print(f"note: {note}")
 
