@@ -210,11 +210,14 @@ locked AS (
 SELECT (SELECT found FROM queued), (SELECT count(*) FROM locked)
 """
 # Of (session, org) pairs, those with a queued, running or paused run (a statement of its own:
-# it must see what a replica that held a session's lock committed).
+# it must see what a replica that held a session's lock committed). Looked up by session, as
+# statements.SESSION_BUSY is (coalesce: no index on org_id may serve it).
 _BUSY = f"""
-SELECT DISTINCT session_id, org_id FROM run
-WHERE (session_id, org_id) IN (SELECT s, o FROM unnest($1::text[], $2::text[]) AS k(s, o))
-    AND state IN ({_quoted(ACTIVE)})
+SELECT k.s, k.o FROM unnest($1::text[], $2::text[]) AS k(s, o)
+WHERE EXISTS (
+    SELECT 1 FROM run
+    WHERE run.session_id = k.s AND coalesce(run.org_id, '') = k.o AND run.state IN ({_quoted(ACTIVE)})
+)
 """
 _BY_KEY = """
 SELECT * FROM run

@@ -33,17 +33,34 @@ ACTIVE = (QUEUED, RUNNING, PAUSED)
 # Runs of one session execute one at a time, in submission order: a run waits while an earlier run
 # of its session is queued, running or paused. A session belongs to an org: another org's runs that
 # use the same session id neither wait for it nor see its history.
+#
+# Whether a session is busy is looked up by session (ix_run_session), never by org: the org is
+# compared through coalesce() (org_id is never NULL), which no index serves. Otherwise PostgreSQL
+# may take ix_run_org_number (org_id, number) for `org_id = x AND number < y` (as selective as far as
+# it can tell before it has statistics) and SQLite ix_run_state_org, and read every earlier or
+# active run of the org (with one org: of all) for each queued run a claim looks at.
+
+
+def _of_org(column: Any, org: Any) -> ColumnElement[bool]:
+    same: ColumnElement[bool] = func.coalesce(column, "") == org
+    return same
+
+
 _prior = RUN.alias("prior")
 _SESSION_FREE = ~exists().where(
     _prior.c.session_id == RUN.c.session_id,
-    _prior.c.org_id == RUN.c.org_id,
+    _of_org(_prior.c.org_id, RUN.c.org_id),
     _prior.c.number < RUN.c.number,
     _prior.c.state.in_(ACTIVE),
 )
 LOCK_SESSION = select(SESSION.c.id).where(SESSION.c.id == bindparam("sid")).with_for_update()
 SESSION_BUSY = (
     select(RUN.c.number)
-    .where(RUN.c.session_id == bindparam("sid"), RUN.c.org_id == bindparam("org"), RUN.c.state.in_(ACTIVE))
+    .where(
+        RUN.c.session_id == bindparam("sid"),
+        _of_org(RUN.c.org_id, bindparam("org")),
+        RUN.c.state.in_(ACTIVE),
+    )
     .limit(1)
 )
 # The session's latest completed runs (the caller puts them back in order).
