@@ -140,12 +140,15 @@ WITH inserted AS (
 SELECT * FROM inserted
 """
 
-# statements.ADVANCE for many runs at once, and the events ($6..$10) of the runs it advanced.
+# statements.ADVANCE for many runs at once, and the events ($6..$10) of the runs it advanced. Runs
+# are found by id: `state || ''` keeps the state out of every index (the state index holds an entry
+# for every finished run that was RUNNING until vacuum removes it, and a scan of it reads them all).
 _ADVANCE = f"""
 WITH advanced AS (
     UPDATE run SET last_seq = c.last, updated_at = $5
     FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[]) AS c(id, owner, after, last)
-    WHERE run.id = c.id AND run.lease_owner = c.owner AND run.state = '{RUNNING}' AND run.last_seq = c.after
+    WHERE run.id = c.id AND run.lease_owner = c.owner AND run.state || '' = '{RUNNING}'
+        AND run.last_seq = c.after
     RETURNING run.id
 ), stored AS (
     INSERT INTO {_EVENT}
@@ -210,13 +213,13 @@ locked AS (
 SELECT (SELECT found FROM queued), (SELECT count(*) FROM locked)
 """
 # Of (session, org) pairs, those with a queued, running or paused run (a statement of its own:
-# it must see what a replica that held a session's lock committed). Looked up by session, as
-# statements.SESSION_BUSY is (coalesce: no index on org_id may serve it).
+# it must see what a replica that held a session's lock committed). Looked up by session only, as
+# statements.SESSION_BUSY is: `|| ''` keeps org and state out of every index.
 _BUSY = f"""
 SELECT k.s, k.o FROM unnest($1::text[], $2::text[]) AS k(s, o)
 WHERE EXISTS (
     SELECT 1 FROM run
-    WHERE run.session_id = k.s AND coalesce(run.org_id, '') = k.o AND run.state IN ({_quoted(ACTIVE)})
+    WHERE run.session_id = k.s AND run.org_id || '' = k.o AND (run.state || '') IN ({_quoted(ACTIVE)})
 )
 """
 _BY_KEY = """

@@ -36,6 +36,9 @@ class AsyncWriterConnection:
         conn = await self._engine.connect()
         try:
             self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            # Every statement planned for its arrays and the table as they are: a plan cached while
+            # the table was small (a seq scan, hash-joined) would stay in use as the table grows.
+            await self._conn.exec_driver_sql("SET plan_cache_mode = force_custom_plan")
         except BaseException:
             await conn.close()
             raise

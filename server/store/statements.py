@@ -34,15 +34,15 @@ ACTIVE = (QUEUED, RUNNING, PAUSED)
 # of its session is queued, running or paused. A session belongs to an org: another org's runs that
 # use the same session id neither wait for it nor see its history.
 #
-# Whether a session is busy is looked up by session (ix_run_session), never by org: the org is
-# compared through coalesce() (org_id is never NULL), which no index serves. Otherwise PostgreSQL
-# may take ix_run_org_number (org_id, number) for `org_id = x AND number < y` (as selective as far as
-# it can tell before it has statistics) and SQLite ix_run_state_org, and read every earlier or
-# active run of the org (with one org: of all) for each queued run a claim looks at.
+# Whether a session is busy is looked up by session (ix_run_session), never by org: `org_id || ''`
+# is the same value, outside every index. Otherwise PostgreSQL may take ix_run_org_number (org_id,
+# number) for `org_id = x AND number < y` (as selective as far as it can tell before it has
+# statistics) and SQLite ix_run_state_org, and read every earlier or active run of the org (with
+# one org: of all) for each queued run a claim looks at.
 
 
 def _of_org(column: Any, org: Any) -> ColumnElement[bool]:
-    same: ColumnElement[bool] = func.coalesce(column, "") == org
+    same: ColumnElement[bool] = column.concat("") == org
     return same
 
 
