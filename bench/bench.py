@@ -4,6 +4,7 @@ client. Prints a table of figures, each with its ratio to the baseline, and the 
 
     python bench/bench.py [--quick] [--json PATH] [--duration S] [--samples N] [--prefill N]
                           [--agents-file PATH]
+    python bench/bench.py --streams N[,N...] [...]   # only streams at scale (bench/streams_bench.py)
 
 Modules: measure (plan, load generation), processes (server subprocesses), report (figures,
 targets, table, JSON), gateway_bench (the HTTP rows); this one has the gRPC rows and main.
@@ -19,27 +20,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
-import itertools
-import json
-import random
-import sqlite3
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import grpc
 from agentrun.v1 import run_pb2, run_service_pb2_grpc
 from agentrun.v1 import run_service_pb2 as pb
 
-from bench import gateway_bench, pg_bench
+from bench import ai_bench, gateway_bench, pg_bench, store_bench, streams_bench
 from bench.measure import FULL, IN_FLIGHT, QUICK, Opener, Plan, series, stream_rate, throughput, timed
 from bench.processes import Agentrun, baseline_argv, server_process
-from bench.report import AI_FIGURES, BATCH, Results, machine, report, write_json
-from server.store.tables import RUN
+from bench.report import AI_FIGURES, Results, machine, report, write_json
 
 MESSAGE = gateway_bench.MESSAGE
 COMPLETED = run_pb2.RUN_STATE_COMPLETED
@@ -165,6 +158,8 @@ async def bench_agentrun(plan: Plan, servers: Agentrun, results: Results) -> Non
             results.notes.append(f"ai-echo rows skipped: {why_not}")
         else:
             await bench_sync(stub, "ai-echo", plan, results)
+        # In this process, right after ai-echo (the load of the machine changes): the server idles.
+        await ai_bench.bench_bare(plan, results)
         await bench_ack(stub, plan, results)
         await bench_first_event(stub, plan, results)
         results.rate("stream_events_per_s", *await stream_rate(slow_stream(stub), plan))
@@ -178,83 +173,6 @@ async def ai_echo_unavailable(stub: Stub) -> str | None:
     return await check_run(stub, "ai-echo")
 
 
-# ---- BatchGetRuns over a prefilled store ------------------------------------------------------
-
-
-def stored_run(number: int, now: float) -> dict[str, Any]:
-    """One COMPLETED echo run as the server stores it (JSON columns as SQLAlchemy writes them;
-    agent_state and decisions are never written for such a run, so they stay NULL)."""
-    created = now - 86_400 + number * 0.01
-    message = f"{MESSAGE} #{number}"
-    result = {
-        "output": message,
-        "tool_calls": [],
-        "reasoning_steps": [f"The user said {len(message)} characters; echoing them back."],
-        "usage": dict.fromkeys(
-            ("duration_ms", "input_tokens", "output_tokens", "reasoning_tokens", "model_calls"), 0
-        ),
-        "output_json": None,
-        "followups": [],
-    }
-    return {
-        "number": number, "id": str(uuid.uuid4()), "agent_id": "echo", "org_id": "",
-        "user_id": f"user-{number % 97}", "session_id": str(uuid.uuid4()), "state": "COMPLETED",
-        "attempt": 1, "input": json.dumps({"message": message}), "result": json.dumps(result),
-        "error_reason": None, "error_message": None, "pending_action": json_none("pending_action"),
-        "agent_state": None, "resume": json_none("resume"), "decisions": None, "timeout_s": 3600.0,
-        "deadline": created + 3600.0, "idempotency_key": None, "request_hash": None,
-        "webhook_url": None, "extras": json_none("extras"),
-        "last_seq": 6, "cancel_requested": 0, "lease_owner": None, "lease_expires_at": None,
-        "created_at": created, "started_at": created + 0.004, "updated_at": created + 0.011,
-        "completed_at": created + 0.011,
-    }  # fmt: skip
-
-
-def json_none(column: str) -> str | None:
-    """How the server stores None written to a JSON column: SQL NULL, or the JSON text null."""
-    return None if getattr(RUN.c[column].type, "none_as_null", False) else "null"
-
-
-def prefill(database: Path, count: int) -> list[str]:
-    """Bulk-insert `count` COMPLETED runs in one transaction; returns their ids."""
-    rows = [stored_run(n, time.time()) for n in range(1, count + 1)]
-    unknown = set(rows[0]) - {c.name for c in RUN.columns}
-    if unknown:
-        raise RuntimeError(f"bench prefill writes columns the run table lacks: {sorted(unknown)}")
-    columns = list(rows[0])
-    sql = f"INSERT INTO run ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
-    with contextlib.closing(sqlite3.connect(database)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        with db:
-            db.executemany(sql, rows)
-    return [r["id"] for r in rows]
-
-
-async def bench_batch_get(plan: Plan, servers: Agentrun, results: Results) -> None:
-    database = servers.work / "batch.db"
-    async with servers.serve("agentrun-schema", database):
-        pass  # the server creates the schema its own way; the runs go in while it is down
-    started = time.perf_counter()
-    ids = prefill(database, plan.prefill)
-    results.notes.append(f"prefilled {len(ids):,} COMPLETED runs in {time.perf_counter() - started:.1f} s")
-    rng = random.Random(7)
-    requests = itertools.cycle([pb.BatchGetRunsRequest(run_ids=rng.sample(ids, BATCH)) for _ in range(256)])
-    first = next(requests)
-    async with (
-        servers.serve("agentrun-batch", database) as listening,
-        grpc.aio.insecure_channel(listening.grpc) as channel,
-    ):
-        stub = Stub(channel)
-        check = await stub.BatchGetRuns(first)
-        if len(check.runs) != BATCH or check.missing_run_ids:
-            raise RuntimeError(f"BatchGetRuns found {len(check.runs)} of {BATCH} prefilled runs")
-
-        async def call() -> object:
-            return await stub.BatchGetRuns(next(requests))
-
-        results.latency("batch_get", await series(timed(call), plan, plan.batch_samples))
-
-
 # ---- main -------------------------------------------------------------------------------------
 
 
@@ -266,6 +184,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, help="calls per 1-in-flight latency series")
     parser.add_argument("--prefill", type=int, help="runs stored before the BatchGetRuns series")
     parser.add_argument("--agents-file", type=Path, help="agents.yaml for the server (default: its own)")
+    parser.add_argument("--streams", help="instead: N SSE streams at once, e.g. 1000,5000 (streams_bench)")
+    streams_bench.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -283,13 +203,16 @@ async def bench(plan: Plan, agents_file: Path | None) -> Results:
         await gateway_bench.bench_baseline_gateway(plan, work, results)
         servers = Agentrun(work, agents_file, results)
         await bench_agentrun(plan, servers, results)
-        await bench_batch_get(plan, servers, results)
+        await store_bench.bench_store(plan, servers, results)
         await pg_bench.bench_postgres(plan, work, agents_file, run_request("echo"), results)
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.streams:
+        streams_bench.run(streams_bench.options_from(args, args.streams), args.json)
+        return
     plan = make_plan(args)
     started = time.perf_counter()
     results = asyncio.run(bench(plan, args.agents_file))

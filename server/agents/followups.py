@@ -19,6 +19,8 @@ FOLLOWUP_PROMPT = (
 )
 COUNT = 3
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
+# Built once, like the agents (the model comes with each call), instead of once per run.
+_ASKER: PydanticAIAgent[None, str] = PydanticAIAgent(None, output_type=str, name="followups")
 
 
 def canned(topic: str) -> tuple[str, ...]:
@@ -36,8 +38,7 @@ def parse(text: str) -> tuple[str, ...]:
 async def suggest(
     model: Model, history: list[ModelMessage], settings: ModelSettings | None
 ) -> tuple[tuple[str, ...], RunUsage]:
-    asker: PydanticAIAgent[None, str] = PydanticAIAgent(model, output_type=str)
-    result = await asker.run(FOLLOWUP_PROMPT, message_history=history, model_settings=settings)
+    result = await _ASKER.run(FOLLOWUP_PROMPT, message_history=history, model=model, model_settings=settings)
     return parse(result.output), result.usage
 
 

@@ -1,6 +1,6 @@
 """Agents that run on pydantic-ai's agent loop.
 
-A run streams pydantic-ai's events (`Agent.run_stream_events`) and maps them onto the engine's
+A run streams pydantic-ai's events (pydantic_events.streamed) and maps them onto the engine's
 events. A tool that needs approval is a deferred tool: the run ends with `DeferredToolRequests`, which
 becomes `ApprovalRequired` carrying the whole message history as JSON (conversation.py). Provider
 failures end the run with PROVIDER_ERROR and the provider's own message.
@@ -9,14 +9,15 @@ failures end the run with PROVIDER_ERROR and the provider's own message.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic_ai import Agent as PydanticAIAgent
-from pydantic_ai import AgentRunResultEvent, RunContext, Tool
+from pydantic_ai import RunContext, Tool
 from pydantic_ai.exceptions import (
     ModelAPIError,
     ModelHTTPError,
@@ -55,7 +56,7 @@ from server.agents.base import (
     RunInput,
 )
 from server.agents.providers import ModelCatalog, ModelRef
-from server.agents.pydantic_events import EventMapper, usage_of
+from server.agents.pydantic_events import EventMapper, Handler, StartRun, streamed, usage_of
 from server.agents.registry import AgentSpec
 from server.agents.schema_output import schema_output
 from server.agents.tools import TOOLS
@@ -107,10 +108,12 @@ def _settings(options: Options) -> ModelSettings | None:
     return settings or None
 
 
-def _output_type(run_input: RunInput) -> OutputSpec[Any]:
-    # DeferredToolRequests is always allowed: it is how a tool needing approval pauses the run.
+def _output_type(run_input: RunInput) -> OutputSpec[Any] | None:
+    # DeferredToolRequests is always allowed: it is how a tool needing approval pauses the run. None
+    # is the agent's own [str, DeferredToolRequests], whose output schema was built with the agent
+    # (passed per run, pydantic-ai builds a schema and an output toolset for the run).
     if run_input.response_format != "json":
-        return [str, DeferredToolRequests]
+        return None
     return [schema_output(run_input.json_schema or _ANSWER_SCHEMA), DeferredToolRequests]
 
 
@@ -178,10 +181,10 @@ class PydanticAgent:
         )
         result: AgentRunResult[Any] | None = None
         try:
-            async with self._events(ctx.input, model, turn) as events:
+            async with contextlib.aclosing(streamed(self._start(ctx.input, model, turn))) as events:
                 async for event in events:
-                    if isinstance(event, AgentRunResultEvent):
-                        result = event.result
+                    if isinstance(event, AgentRunResult):
+                        result = event
                         break
                     for mapped in mapper.map(event):
                         yield mapped
@@ -201,16 +204,20 @@ class PydanticAgent:
         history = conversation.session_history(await ctx.history())
         return _Turn(_prompt(ctx.input), history, len(history))
 
-    def _events(self, run_input: RunInput, model: Model, turn: _Turn) -> Any:
-        return self.agent.run_stream_events(
-            turn.prompt,
-            message_history=turn.history or None,
-            deferred_tool_results=turn.results,
-            output_type=_output_type(run_input),
-            model=model,
-            instructions=run_input.options.system_prompt or None,
-            model_settings=_settings(run_input.options),
-        )
+    def _start(self, run_input: RunInput, model: Model, turn: _Turn) -> StartRun:
+        def start(handler: Handler) -> Awaitable[AgentRunResult[Any]]:
+            return self.agent.run(
+                turn.prompt,
+                message_history=turn.history or None,
+                deferred_tool_results=turn.results,
+                output_type=_output_type(run_input),
+                model=model,
+                instructions=run_input.options.system_prompt or None,
+                model_settings=_settings(run_input.options),
+                event_stream_handler=handler,
+            )
+
+        return start
 
     async def _ending(
         self, ctx: AgentContext, model: Model, result: AgentRunResult[Any], history_len: int, tool_ms: int
