@@ -1,5 +1,6 @@
 """`agentrun serve`: the gRPC server and, unless --no-gateway, the HTTP gateway in front of it, in one
-process, until SIGTERM/SIGINT. The gateway reaches the server over loopback gRPC like any client."""
+process, until SIGTERM/SIGINT. The gateway calls the server's services in process (the same
+interceptors and handlers as over gRPC; --gateway-loopback: over loopback gRPC like any client)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from cli import heap, tracing
 from cli.errors import UsageError
 from common import logs
+from common.local_channel import LocalChannel
 from gateway import settings as gateway_settings
 from gateway.app import running_gateway
 from gateway.families import all_families
@@ -43,6 +47,19 @@ def add_parser(commands: Any) -> None:
     server_settings.add_arguments(parser)
     gateway_settings.add_arguments(parser, flag_prefix="gateway-")
     parser.add_argument("--no-gateway", action="store_true", help="serve gRPC only")
+    parser.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default=os.environ.get("AGENTRUN_EVENT_LOOP", "asyncio"),
+        help="the event loop: asyncio's own or uvloop (`pip install agentrun[uvloop]`); env "
+        "AGENTRUN_EVENT_LOOP (default: asyncio)",
+    )
+    parser.add_argument(
+        "--gateway-loopback",
+        action="store_true",
+        help="the gateway calls the server over loopback gRPC, as a gateway of its own would "
+        "(default: in process, without the gRPC hop)",
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -66,7 +83,8 @@ def command(args: argparse.Namespace) -> int:
         raise UsageError(f"--log-format: {exc}") from None
     flush_traces = tracing.configure(settings.otlp_endpoint)
     try:
-        asyncio.run(serve(settings, gateway))
+        with asyncio.Runner(loop_factory=_loop(args.event_loop)) as runner:
+            runner.run(serve(settings, gateway, loopback=args.gateway_loopback))
     except (AgentConfigError, AuthConfigError) as exc:  # the configuration files: exit 1, as ever
         print(f"agentrun: {exc}", file=sys.stderr)
         return 1
@@ -75,6 +93,16 @@ def command(args: argparse.Namespace) -> int:
     finally:
         flush_traces()
     return 0
+
+
+def _loop(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise UsageError("--event-loop uvloop: uvloop is not installed (agentrun[uvloop])") from None
+    return uvloop.new_event_loop
 
 
 def _check_free(listen: str, what: str) -> None:
@@ -94,9 +122,10 @@ def _check_free(listen: str, what: str) -> None:
             raise UsageError(f"cannot listen on {listen} ({what}): {exc.strerror}") from None
 
 
-async def serve(settings: Settings, gateway: GatewaySettings | None = None) -> None:
+async def serve(settings: Settings, gateway: GatewaySettings | None = None, loopback: bool = False) -> None:
     """Serve until SIGTERM/SIGINT. On the way out the gateway stops first (its streams end; clients
-    re-attach elsewhere), then the server lets runs finish for its grace period."""
+    re-attach elsewhere), then the server lets runs finish for its grace period. `loopback`: the
+    gateway calls the server over loopback gRPC, as a gateway of its own would."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,9 +135,11 @@ async def serve(settings: Settings, gateway: GatewaySettings | None = None) -> N
         print(f"agentrun: gRPC on {host}:{server.port}", flush=True)
         if gateway is not None:
             local = dataclasses.replace(gateway, upstream=f"127.0.0.1:{server.port}")
+            # In process unless asked otherwise: no loopback gRPC hop (see common/local_channel.py).
+            channel = None if loopback or server.local is None else LocalChannel(server.local)
             try:
                 http = await stack.enter_async_context(
-                    running_gateway(local, all_families(), server.refresh_metrics)
+                    running_gateway(local, all_families(), server.refresh_metrics, channel)
                 )
             except OSError as exc:
                 raise ListenError(f"cannot listen on {gateway.listen} (HTTP): {exc.strerror}") from None

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+import grpc.aio
 from aiohttp import web
 
 from gateway import console, docs, errors, keys, metrics, ops, sse, tracing, transcode, upstream
@@ -25,13 +26,18 @@ def create_app(
     settings: GatewaySettings,
     families: Sequence[Family] = (),
     refresh_metrics: metrics.Refresh | None = None,
+    channel: grpc.aio.Channel | None = None,
 ) -> web.Application:
+    """`channel`: the server's in-process channel when both share the process (instead of
+    `settings.upstream`)."""
     # client_max_size makes aiohttp refuse larger bodies while reading; codec.read_json turns
     # that into a JSON 413 in the route's error shape.
     app = web.Application(client_max_size=settings.max_body_bytes)
     registry = Registry(app.router)
     app[keys.SETTINGS] = settings
     app[keys.REGISTRY] = registry
+    if channel is not None:
+        app[keys.CHANNEL] = channel
     app.middlewares.append(errors.middleware(registry.renderer_for, registry.refusal))
     app.cleanup_ctx.append(upstream.channel_ctx)
     sse.setup(app)
@@ -62,10 +68,11 @@ async def running_gateway(
     settings: GatewaySettings,
     families: Sequence[Family] = (),
     refresh_metrics: metrics.Refresh | None = None,
+    channel: grpc.aio.Channel | None = None,
 ) -> AsyncIterator[RunningGateway]:
     """Serves HTTP until the context exits (port 0 picks a free port). On exit open SSE streams
     end (clients re-attach with Last-Event-ID), unary calls get the runner's grace to finish."""
-    app = create_app(settings, families, refresh_metrics)
+    app = create_app(settings, families, refresh_metrics, channel)
     # handler_cancellation: a client that disconnects cancels its handler, and with it the
     # in-flight gRPC call (never the run: runs belong to the server, not to calls).
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=10.0)
@@ -74,7 +81,8 @@ async def running_gateway(
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         port = int(runner.addresses[0][1])
-        log.info("agentrun gateway on %s:%d -> %s", settings.host, port, settings.upstream)
+        target = "the server in process" if channel is not None else settings.upstream
+        log.info("agentrun gateway on %s:%d -> %s", settings.host, port, target)
         yield RunningGateway(app, settings.host, port)
     finally:
         await runner.cleanup()

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import grpc
+from agentrun.v1 import run_pb2
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from multidict import MultiMapping
 
-from gateway import keys
+from gateway import event_json, keys
 from gateway.errors import ApiError, FieldViolation
 
 M = TypeVar("M", bound=Message)
@@ -67,6 +68,8 @@ _WKT_EXPECTED = {
 
 def to_dict(message: Message, *, with_defaults: bool = False, proto_names: bool = False) -> JsonObject:
     """ProtoJSON object: lowerCamelCase names, enums by name, int64 as strings, RFC 3339 times."""
+    if isinstance(message, run_pb2.RunEvent) and not (with_defaults or proto_names):
+        return event_json.to_dict(message)  # one per streamed token: the same dict, prepared
     result: JsonObject = json_format.MessageToDict(
         message,
         always_print_fields_with_no_presence=with_defaults,
@@ -77,7 +80,7 @@ def to_dict(message: Message, *, with_defaults: bool = False, proto_names: bool 
 
 def dumps(value: Any) -> str:
     """Compact one-line JSON, so an SSE frame's data is a single `data:` line."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return event_json.compact(value)
 
 
 def json_response(message: Message, *, status: int = 200) -> web.Response:

@@ -17,7 +17,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from gateway import codec, keys, openapi, rules, sse
+from gateway import codec, event_json, keys, openapi, rules, sse
 from gateway.errors import ApiError, FieldViolation, canonical_body
 
 SERVICE = run_service_pb2.DESCRIPTOR.services_by_name["RunService"]
@@ -230,7 +230,7 @@ def _error_frames(error: ApiError) -> list[sse.Frame]:
     return [sse.Frame(codec.dumps(canonical_body(error)), event="error")]
 
 
-CANONICAL_SSE = sse.SseFormat(frames=_frames, error=_error_frames)
+CANONICAL_SSE = sse.SseFormat(frames=_frames, error=_error_frames, prepared=event_json.canonical_sse)
 
 
 # ---- registration and OpenAPI ----------------------------------------------------------------

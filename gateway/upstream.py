@@ -176,7 +176,12 @@ def upstream(request: web.Request) -> Upstream:
 
 
 async def channel_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the channels for the app's lifetime; closing them cancels calls still open."""
+    """cleanup_ctx: the channels for the app's lifetime; closing them cancels calls still open. A
+    channel the app was given (keys.CHANNEL, in process) is its owner's to close."""
+    if keys.CHANNEL in app:
+        app[keys.UPSTREAM] = Upstream(app[keys.CHANNEL])
+        yield
+        return
     target = app[keys.SETTINGS].upstream
     channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
     streams = StreamChannels(target, STREAMS_PER_CHANNEL)

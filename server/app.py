@@ -16,6 +16,7 @@ from agentrun.v1 import run_service_pb2, run_service_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from common.local_server import LocalServer
 from server import metrics
 from server.agents.registry import AgentRegistry
 from server.auth.guard import Guard
@@ -59,6 +60,8 @@ class RunningServer:
     metrics_port: int | None = None
     # Deletes old finished runs when --retention is set; its counters are for metrics.
     retention: Retention | None = None
+    # The same services for callers in this process (the gateway of `agentrun serve`): `.channel()`.
+    local: LocalServer | None = None
 
     async def refresh_metrics(self) -> None:
         """Read the gauges that come from the database (the queue's), e.g. before a scrape."""
@@ -88,11 +91,14 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
         contextlib.AsyncExitStack() as stack,
     ):
         engine = Engine(store, hub, agents, settings.engine, settings.limits)
-        server = grpc.aio.server(interceptors=[AuthInterceptor(guard)], options=SERVER_OPTIONS)
+        interceptors = [AuthInterceptor(guard)]
+        server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        local = LocalServer(interceptors)
         service = RunService(engine, deliverer, settings.limits)
-        run_service_pb2_grpc.add_RunServiceServicer_to_server(service, server)
         health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for target in (server, local):
+            run_service_pb2_grpc.add_RunServiceServicer_to_server(service, target)
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target)
         reflection.enable_server_reflection(
             [
                 SERVICE_NAME,
@@ -129,8 +135,9 @@ async def running(settings: Settings) -> AsyncIterator[RunningServer]:
         retention = Retention(settings.retention)
         retention.start(store)  # here: nothing between this and the try below can fail
         try:
-            yield RunningServer(port, engine, server, health_servicer, metrics_port, retention)
+            yield RunningServer(port, engine, server, health_servicer, metrics_port, retention, local)
         finally:
+            local.stopped = True
             await health_servicer.enter_graceful_shutdown()
             await retention.stop()
             await asyncio.gather(

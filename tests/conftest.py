@@ -79,6 +79,13 @@ def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'agentrun.db'}"
 
 
+@pytest.fixture
+def gateway_transport() -> str:
+    """How tests/gateway_harness.py's gateways reach their server: in process, as in `agentrun
+    serve`. A module runs both ways with `gateway_transport = gateway_harness.both_transports`."""
+    return "inprocess"
+
+
 @dataclasses.dataclass
 class Harness:
     server: RunningServer

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from common.local_channel import LocalChannel
 from gateway.app import Family, RunningGateway, running_gateway
 from gateway.settings import GatewaySettings
 from tests.conftest import Harness, Launcher
@@ -86,14 +87,19 @@ class GatewayLauncher:
 
     launch: Launcher
     stack: contextlib.AsyncExitStack
+    transport: str = "inprocess"  # or "grpc": over loopback gRPC, as a gateway of its own
 
     async def __call__(
         self, harness: Harness | None = None, families: Sequence[Family] = (), **settings: Any
     ) -> Gateway:
+        """A gateway in front of `harness`'s server, in process as in `agentrun serve` (unless the
+        transport is "grpc" or an explicit `upstream` is given)."""
         harness = harness or await self.launch()
+        local = self.transport == "inprocess" and "upstream" not in settings and harness.server.local
         upstream = settings.pop("upstream", f"127.0.0.1:{harness.server.port}")
         config = GatewaySettings(listen="127.0.0.1:0", upstream=upstream, **settings)
-        running = await self.stack.enter_async_context(running_gateway(config, families))
+        channel = LocalChannel(local) if local else None
+        running = await self.stack.enter_async_context(running_gateway(config, families, None, channel))
         http = await self.stack.enter_async_context(httpx.AsyncClient(base_url=running.url, timeout=30.0))
         return Gateway(harness, running, http)
 
@@ -105,10 +111,17 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'agentrun.db'}"
 
 
+@pytest.fixture(params=["inprocess", "grpc"])
+def both_transports(request: pytest.FixtureRequest) -> str:
+    """A module that sets `gateway_transport = gateway_harness.both_transports` runs its gateway
+    tests both ways: in process (`agentrun serve`) and over loopback gRPC (a gateway of its own)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def gateways(launch: Launcher) -> AsyncIterator[GatewayLauncher]:
+async def gateways(launch: Launcher, gateway_transport: str) -> AsyncIterator[GatewayLauncher]:
     async with contextlib.AsyncExitStack() as stack:
-        yield GatewayLauncher(launch, stack)
+        yield GatewayLauncher(launch, stack, gateway_transport)
 
 
 @pytest.fixture

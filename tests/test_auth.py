@@ -463,7 +463,10 @@ async def test_over_rate_submissions_are_resource_exhausted(launch: Launcher, te
     for i in range(2):
         await submit(h, tenants.a_user, "echo", f"ok {i}")
     error = await fails(submit(h, tenants.a_user, "echo", "too fast"), Code.RESOURCE_EXHAUSTED)
-    assert details(error)[0].reason == "RATE_LIMITED" and retry_after(error) == ("20", "20")
+    # 20 s for a whole token, less whatever of one came back since the first submission (the exact
+    # figure is test_token_bucket_refills_at_the_rate's, on a clock of its own).
+    header, detail = retry_after(error)
+    assert details(error)[0].reason == "RATE_LIMITED" and header == detail and 1 <= int(header) <= 20
     stream = h.stub.StreamRun(
         pb.StreamRunRequest(run=run_request("echo", "x")), metadata=bearer(tenants.a_user)
     )

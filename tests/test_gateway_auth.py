@@ -15,6 +15,7 @@ from tests.gateway_harness import Gateway, GatewayLauncher
 from tests.test_auth import Tenants, tenants  # noqa: F401 - the fixture
 
 gateways = gateway_harness.gateways
+gateway_transport = gateway_harness.both_transports  # in process and over loopback gRPC
 database_url = gateway_harness.database_url
 MESSAGE = {"message": "hello"}
 

@@ -15,6 +15,7 @@ from tests import gateway_harness
 from tests.gateway_harness import Gateway, GatewayLauncher, assert_well_formed, event
 
 gateways = gateway_harness.gateways
+gateway_transport = gateway_harness.both_transports  # in process and over loopback gRPC
 database_url = gateway_harness.database_url
 gw = gateway_harness.gw
 START = "/v1/agents/{agent}/runs:stream"

@@ -184,19 +184,13 @@ def test_bad_agents_file_fails_at_startup(tmp_path: Path) -> None:
     assert str(bad) in result.stderr and "'broken'" in result.stderr and "teleport" in result.stderr
 
 
-def test_serve_starts_the_gateway_too(tmp_path: Path) -> None:
-    """The README's quick start: one command, gRPC and HTTP."""
-    args = [
-        sys.executable,
-        "-m",
-        "cli",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--gateway-listen",
-        "127.0.0.1:0",
-    ]
-    args += ["--database-url", f"sqlite:///{tmp_path / 'q.db'}", "--log-level", "WARNING"]
+@pytest.mark.parametrize("flags", [[], ["--event-loop", "uvloop"], ["--gateway-loopback"]])
+def test_serve_starts_the_gateway_too(tmp_path: Path, flags: list[str]) -> None:
+    """The README's quick start: one command, gRPC and HTTP (the gateway in process by default, or
+    over loopback gRPC; on asyncio's loop or uvloop)."""
+    args = [sys.executable, "-m", "cli", "serve", "--listen", "127.0.0.1:0"]
+    args += ["--gateway-listen", "127.0.0.1:0", "--database-url", f"sqlite:///{tmp_path / 'q.db'}"]
+    args += ["--log-level", "WARNING", *flags]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

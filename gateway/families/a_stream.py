@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Final
 
 import grpc
@@ -19,7 +20,7 @@ from agentrun.v1 import run_service_pb2 as pb
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway import codec, keys, rules, sse
+from gateway import codec, event_json, keys, rules, sse
 from gateway.errors import ApiError, FieldViolation
 from gateway.families import a_requests
 from gateway.families import a_shapes as shapes
@@ -44,12 +45,40 @@ def stream_format(shaper: shapes.StreamShaper) -> sse.SseFormat:
         shaped = shaper.event(event)
         return [sse.Frame(codec.dumps(shaped))] if shaped is not None else []
 
+    def prepared(event: run_pb2.RunEvent, event_id: str | None) -> bytes:
+        data = _delta_json(event)
+        return sse.encode(frames(event), event_id) if data is None else event_json.sse_frame(data, event_id)
+
     def error(failure: ApiError) -> Iterable[sse.Frame]:
         return [sse.Frame(codec.dumps(shapes.stream_event("ERROR", failure.message)))]
 
     # Data-only frames (no `event:` line); `id: <run_id>:<seq>` on each, so that a client that
     # retries the POST with Last-Event-ID re-attaches to this run rather than starting another.
-    return sse.SseFormat(frames=frames, error=error, event_id=lambda event: f"{event.run_id}:{event.seq}")
+    return sse.SseFormat(
+        frames=frames,
+        error=error,
+        event_id=lambda event: f"{event.run_id}:{event.seq}",
+        prepared=prepared,
+    )
+
+
+# Text deltas are nearly all of a stream's events: their AgentStreamEvent is written directly, the
+# same text as codec.dumps(shaper.event(event)) (tests/test_event_encoding.py holds it to that).
+_DELTA_HEADS: Final = {
+    run_pb2.EVENT_TYPE_REASONING_DELTA: '{"event":"REASONING_DELTA","data":',
+    run_pb2.EVENT_TYPE_CONTENT_DELTA: '{"event":"CONTENT_DELTA","data":',
+}
+
+
+def _delta_json(event: run_pb2.RunEvent) -> str | None:
+    """None for other kinds (START's session is shaper state) and for a delta without a time
+    (stamped with the time it is sent)."""
+    head = _DELTA_HEADS.get(event.type)
+    when = event.create_time
+    if head is None or not (when.seconds or when.nanos):
+        return None
+    stamp = when.seconds * 1000 + when.nanos // 1_000_000  # epoch ms, as shapes.stream_event
+    return f'{head}{encode_basestring(event.text)},"timestamp":{stamp}}}'
 
 
 # ---- POST …/runs/stream ---------------------------------------------------------------------
