@@ -63,6 +63,21 @@ def extra_cost(figures: dict[str, float]) -> list[str]:
         f"at {IN_FLIGHT} in flight ai-echo makes {served_rate:,.0f} runs/s ({1000 / served_rate:.2f} ms "
         f"a run), the bare run {bare_rate:,.0f}/s ({1000 / bare_rate:.2f} ms a run, in one process: one "
         "core at most)",
+        *ceiling(figures),
+    ]
+
+
+def ceiling(figures: dict[str, float]) -> list[str]:
+    """The most ai-echo can make if it cost what an echo run costs plus what pydantic-ai costs alone,
+    both on the server's one core (its event loop and the writer share the GIL): the time of an
+    echo run plus that of a bare run."""
+    if "echo_runs_per_s" not in figures:
+        return []
+    echo, bare = figures["echo_runs_per_s"], figures["bare_ai_runs_per_s"]
+    best = 1 / (1 / echo + 1 / bare)
+    return [
+        f"ceiling: an echo run's time plus a bare pydantic-ai run's is {1000 / best:.2f} ms, at most "
+        f"{best:,.0f} ai-echo runs/s, {100 * best / echo:.0f} % of echo's {echo:,.0f}/s"
     ]
 
 

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from common.local_channel import LocalChannel
 from gateway.app import running_gateway
 from gateway.families import all_families
 from gateway.settings import GatewaySettings
@@ -52,13 +53,18 @@ def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'agentrun.db'}"
 
 
-@pytest.fixture
-async def http(launch: Launcher) -> AsyncIterator[tuple[Harness, httpx.AsyncClient]]:
+@pytest.fixture(params=["inprocess", "grpc"])
+async def http(
+    launch: Launcher, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Harness, httpx.AsyncClient]]:
+    """A gateway in front of a server: in process (`agentrun serve`) or over loopback gRPC."""
     webhooks = WebhookSettings(allow="127.0.0.1", backoff_s=0.05)
     h = await launch(webhooks=webhooks)
     config = GatewaySettings(listen="127.0.0.1:0", upstream=f"127.0.0.1:{h.server.port}")
+    local = h.server.local if request.param == "inprocess" else None
+    channel = LocalChannel(local) if local is not None else None
     async with (
-        running_gateway(config, all_families()) as gateway,
+        running_gateway(config, all_families(), None, channel) as gateway,
         httpx.AsyncClient(base_url=gateway.url) as client,
     ):
         yield h, client

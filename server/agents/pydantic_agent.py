@@ -1,9 +1,10 @@
 """Agents that run on pydantic-ai's agent loop.
 
-A run streams pydantic-ai's events (pydantic_events.streamed) and maps them onto the engine's
-events. A tool that needs approval is a deferred tool: the run ends with `DeferredToolRequests`, which
-becomes `ApprovalRequired` carrying the whole message history as JSON (conversation.py). Provider
-failures end the run with PROVIDER_ERROR and the provider's own message.
+A run streams pydantic-ai's events (pydantic_events.streamed: `Agent.iter`, the model streaming
+underneath) and maps them onto the engine's events. A tool that needs approval is a deferred tool:
+the run ends with `DeferredToolRequests`, which becomes `ApprovalRequired` carrying the whole message
+history as JSON (conversation.py). Provider failures end the run with PROVIDER_ERROR and the
+provider's own message.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import base64
 import contextlib
 import functools
 import json
-from collections.abc import AsyncGenerator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model
 from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.output import OutputSpec
-from pydantic_ai.run import AgentRunResult
+from pydantic_ai.run import AgentRun, AgentRunResult
 from pydantic_ai.settings import ModelSettings
 from pydantic_ai.tools import DeferredToolRequests, DeferredToolResults
 
@@ -56,7 +58,7 @@ from server.agents.base import (
     RunInput,
 )
 from server.agents.providers import ModelCatalog, ModelRef
-from server.agents.pydantic_events import EventMapper, Handler, StartRun, streamed, usage_of
+from server.agents.pydantic_events import EventMapper, Iterate, streamed, usage_of
 from server.agents.registry import AgentSpec
 from server.agents.schema_output import schema_output
 from server.agents.tools import TOOLS
@@ -181,7 +183,7 @@ class PydanticAgent:
         )
         result: AgentRunResult[Any] | None = None
         try:
-            async with contextlib.aclosing(streamed(self._start(ctx.input, model, turn))) as events:
+            async with contextlib.aclosing(streamed(self._iterate(ctx.input, turn), model)) as events:
                 async for event in events:
                     if isinstance(event, AgentRunResult):
                         result = event
@@ -204,9 +206,9 @@ class PydanticAgent:
         history = conversation.session_history(await ctx.history())
         return _Turn(_prompt(ctx.input), history, len(history))
 
-    def _start(self, run_input: RunInput, model: Model, turn: _Turn) -> StartRun:
-        def start(handler: Handler) -> Awaitable[AgentRunResult[Any]]:
-            return self.agent.run(
+    def _iterate(self, run_input: RunInput, turn: _Turn) -> Iterate:
+        def iterate(model: Model) -> AbstractAsyncContextManager[AgentRun[None, Any]]:
+            return self.agent.iter(
                 turn.prompt,
                 message_history=turn.history or None,
                 deferred_tool_results=turn.results,
@@ -214,10 +216,9 @@ class PydanticAgent:
                 model=model,
                 instructions=run_input.options.system_prompt or None,
                 model_settings=_settings(run_input.options),
-                event_stream_handler=handler,
             )
 
-        return start
+        return iterate
 
     async def _ending(
         self, ctx: AgentContext, model: Model, result: AgentRunResult[Any], history_len: int, tool_ms: int

@@ -5,23 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
+from pydantic_ai import CallToolsNode, ModelRequestNode
 from pydantic_ai.messages import (
     AgentStreamEvent,
     FunctionToolCallEvent,
     FunctionToolResultEvent,
+    ModelMessage,
+    ModelResponse,
+    ModelResponseStreamEvent,
     PartDeltaEvent,
     PartStartEvent,
     TextPart,
     TextPartDelta,
     ThinkingPart,
     ThinkingPartDelta,
+    ToolCallPart,
 )
-from pydantic_ai.run import AgentRunResult
-from pydantic_ai.tools import RunContext
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.models.wrapper import WrapperModel
+from pydantic_ai.run import AgentRun, AgentRunResult
+from pydantic_ai.settings import ModelSettings
+from pydantic_graph import End, GraphRunContext
 
 from server.agents.base import AgentEvent, ContentDelta, ReasoningDelta, ToolEnd, ToolStart, Usage
 
@@ -85,38 +94,77 @@ def usage_of(result: AgentRunResult[Any], tool_ms: int) -> Usage:
     )
 
 
-# What `streamed` drives: a pydantic-ai run (`Agent.run` with all but this argument bound) that
-# hands every node's events to `event_stream_handler`.
-Handler = Callable[[RunContext[Any], AsyncIterable[AgentStreamEvent]], Awaitable[None]]
-StartRun = Callable[[Handler], Awaitable[AgentRunResult[Any]]]
+# What `streamed` drives: the run's `Agent.iter`, every argument bound but the model.
+Iterate = Callable[[Model], AbstractAsyncContextManager[AgentRun[Any, Any]]]
+AgentNode = ModelRequestNode[Any, Any] | CallToolsNode[Any, Any]
 # An event, and for a tool call the future that lets the tool run.
 _Item = tuple[AgentStreamEvent, asyncio.Future[None] | None]
 
 
-async def streamed(start: StartRun) -> AsyncGenerator[AgentStreamEvent | AgentRunResult[Any], None]:
-    """A run's events as they come, then its result (or its exception).
+class StreamingModel(WrapperModel):
+    """A run's model as pydantic-ai's unstreamed path sees it: `request` returns the whole response.
+    Underneath it streams, handing each event of the response to `sink` as it comes. pydantic-ai's
+    streamed path (`event_stream_handler`, `run_stream_events`) costs ~1 ms of CPU more per demo
+    run in the anyio locks, cancel scopes and tasks of its AgentStream; this one hands the model's
+    own events over without them."""
+
+    def __init__(self, wrapped: Model, sink: Callable[[ModelResponseStreamEvent], None]) -> None:
+        super().__init__(wrapped)
+        self.sink = sink
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        async with self.wrapped.request_stream(messages, model_settings, model_request_parameters) as stream:
+            async for event in stream:
+                self.sink(event)
+        return stream.get()
+
+
+async def streamed(
+    iterate: Iterate, model: Model
+) -> AsyncGenerator[AgentStreamEvent | AgentRunResult[Any], None]:
+    """A run's events as they come (the model's response events, then the tool calls' and results'
+    of each tools node), then its result (or its exception).
 
     As in `Agent.run_stream_events`, the run goes on in a task of its own, so pydantic-ai's cancel
-    scopes and the tools' tasks never span our yields. Unlike it, the run hands its events over
-    through a queue it need not wait on, where run_stream_events' zero-buffer stream took two task
-    switches per event (of 86 event-loop turns per demo run, 76 are left). The one wait kept is at
-    a tool call: the tool runs only once the consumer asks for the next event, that is after the
-    engine has stored its TOOL_START (the tool ledger)."""
+    scopes and the tools' tasks never span our yields, and hands its events over through a queue
+    it need not wait on. The one wait is at a tool call: the tool runs only once the consumer asks
+    for the next event, that is after the engine has stored its TOOL_START (the tool ledger)."""
     queue: asyncio.Queue[_Item | None] = asyncio.Queue()  # None: the run has ended
     loop = asyncio.get_running_loop()
 
-    async def handler(_ctx: RunContext[Any], events: AsyncIterable[AgentStreamEvent]) -> None:
-        async for event in events:
-            if isinstance(event, FunctionToolCallEvent):
-                recorded = loop.create_future()
-                queue.put_nowait((event, recorded))
-                await recorded
-            else:
-                queue.put_nowait((event, None))
+    def sink(event: AgentStreamEvent) -> None:
+        queue.put_nowait((event, None))
+
+    async def stream(node: AgentNode, ctx: GraphRunContext[Any, Any]) -> None:
+        async with node.stream(ctx) as events:
+            async for event in events:
+                if isinstance(event, FunctionToolCallEvent):
+                    recorded = loop.create_future()
+                    queue.put_nowait((event, recorded))
+                    await recorded
+                else:
+                    sink(event)
 
     async def run() -> AgentRunResult[Any]:
         try:
-            return await start(handler)
+            wrapper = StreamingModel(model, sink)
+            async with iterate(wrapper) as agent_run:
+                # Agent.override (tests) replaces the run's model, and our wrapper with it: its
+                # requests are then streamed the way pydantic-ai streams them.
+                requests = not _wraps(getattr(agent_run.ctx.deps, "model", None), wrapper)
+                node = agent_run.next_node
+                while not isinstance(node, End):
+                    if _emits(node, requests):
+                        await stream(node, agent_run.ctx)
+                    node = await agent_run.next(node)
+            if agent_run.result is None:
+                raise RuntimeError("the pydantic-ai run ended without a result")
+            return agent_run.result
         finally:
             queue.put_nowait(None)
 
@@ -134,3 +182,23 @@ async def streamed(start: StartRun) -> AsyncGenerator[AgentStreamEvent | AgentRu
             await asyncio.wait([task])  # raises only if this task is cancelled meanwhile
         if not task.cancelled():
             task.exception()  # retrieved: it was raised above, or the consumer stopped first
+
+
+def _emits(node: object, requests: bool) -> TypeGuard[AgentNode]:
+    """Whether to stream a node for its events: a model request only when StreamingModel does not
+    stream it already; a tools node only when its response called tools (only those make it emit
+    events; streaming the others would only cost time)."""
+    if isinstance(node, ModelRequestNode):
+        return requests
+    return isinstance(node, CallToolsNode) and any(
+        isinstance(part, ToolCallPart) for part in node.model_response.parts
+    )
+
+
+def _wraps(model: object, wrapper: Model) -> bool:
+    """Whether the run's model is `wrapper` or wraps it (pydantic-ai's instrumentation does)."""
+    while model is not None:
+        if model is wrapper:
+            return True
+        model = getattr(model, "wrapped", None)
+    return False

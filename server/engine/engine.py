@@ -134,7 +134,8 @@ class Engine:
         if created:
             metrics.RUNS_SUBMITTED.labels(run.agent_id).inc()
         if created and run.state == RUNNING:
-            self._dispatcher.launch(run, agent)
+            # A session the engine named just now has no earlier turns to read.
+            self._dispatcher.launch(run, agent, new_session=not sub.session_id)
         elif created:
             self._dispatcher.wake()
         return run, created

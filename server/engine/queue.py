@@ -130,9 +130,10 @@ class Dispatcher:
         """Whether a worker of this process executes the run now."""
         return run_id in self._runners
 
-    def launch(self, run: RunRecord, agent: Agent) -> None:
-        """Execute a run this process holds the lease of, in a worker slot."""
-        runner = Runner(self.store, self.owner, agent, run)
+    def launch(self, run: RunRecord, agent: Agent, *, new_session: bool = False) -> None:
+        """Execute a run this process holds the lease of, in a worker slot (`new_session`: its
+        session has no earlier runs)."""
+        runner = Runner(self.store, self.owner, agent, run, new_session=new_session)
         task = asyncio.create_task(self._execute(runner), name=f"run-{run.id}")
         self._runners[run.id] = (runner, task)
         # However the task ends, its slot is freed (a task cancelled before it ran runs no finally).

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -31,7 +30,7 @@ from server.agents.base import (
     ToolStart,
 )
 from server.engine.inputs import run_input_from_dict
-from server.engine.transcript import Transcript
+from server.engine.transcript import Appends, Transcript
 from server.store.contract import Store
 from server.store.records import (
     CANCELLED,
@@ -62,18 +61,24 @@ FINAL_WRITE_RETRY_S = 20.0
 
 
 class Runner:
-    def __init__(self, store: Store, owner: str, agent: Agent, run: RunRecord) -> None:
+    def __init__(
+        self, store: Store, owner: str, agent: Agent, run: RunRecord, *, new_session: bool = False
+    ) -> None:
         self.store = store
         self.owner = owner
         self.agent = agent
         self.run = run
+        # The engine made the run's session for it (the caller named none): it has no earlier turns,
+        # so the agent's history needs no read (a read and a thread hop per pydantic-ai run).
+        self.new_session = new_session
         # Why this task was cancelled: "cancel" (CancelRun), "release" (shutdown) or "lost" (its
         # events stopped being stored).
         self.stop_reason: str | None = None
         self.stop_message = ""
         self.finalizing = False
         self._task: asyncio.Task[Any] | None = None
-        self._seq = run.last_seq
+        self._seq = run.last_seq  # the last event's, stored or on its way (Appends)
+        self._appends = Appends(store, run.id, owner, self._check_stored)
         self._transcript = Transcript.resume(run.result)
         self._started = time.perf_counter()
         self._heard = False  # whether the agent produced an event yet
@@ -104,6 +109,7 @@ class Runner:
         self.finalizing = True
         # Queued right behind the run's last events (same group commit): the seq condition makes it
         # apply only if every one of them was stored.
+        await self._appends.flush()
         record = await self._end(outcome, seq=self._seq)
         if record is None:
             lost = self._failed("EVENTS_LOST", "some of the run's events could not be stored")
@@ -231,6 +237,8 @@ class Runner:
         )
 
     async def _history(self) -> list[PriorTurn]:
+        if self.new_session:
+            return []
         prior = await self.store.session_history(self.run.session_id, self.run.org_id, self.run.number)
         return [
             PriorTurn(p.input.get("message", ""), (p.result or {}).get("output", ""), p.messages)
@@ -258,7 +266,7 @@ class Runner:
             )
             # The tool ledger: the call is stored before the agent gets to run it, so a run whose
             # worker is lost can be judged safe to run again (no side-effecting call began) or not.
-            await (await self._emit(TOOL_START, dict(call)))
+            await (await self._appends.now(self._event(TOOL_START, dict(call))))
         elif isinstance(event, ToolEnd):
             await self._end_call(
                 event.tool_call_id, event.name, event.result, event.duration_ms, event.is_error
@@ -282,15 +290,13 @@ class Runner:
         for call_id, call in list(self._transcript.open_calls.items()):
             await self._end_call(call_id, call["name"], f"not completed: {why}", 0, True)
 
-    async def _emit(self, type_: str, data: dict[str, Any]) -> Awaitable[bool]:
-        """Queue an event; the awaitable says whether it was stored (most callers need not wait)."""
-        event = EventRecord(self.run.id, self._seq + 1, type_, data, time.time())
-        stored = await self.store.append(self.run.id, self.owner, [event])
-        # Counted once queued: a cancel while waiting for room in the writer's queue loses nothing.
-        self._seq = event.seq
-        if isinstance(stored, asyncio.Future):
-            stored.add_done_callback(self._check_stored)
-        return stored
+    def _event(self, type_: str, data: dict[str, Any]) -> EventRecord:
+        self._seq += 1
+        return EventRecord(self.run.id, self._seq, type_, data, time.time())
+
+    async def _emit(self, type_: str, data: dict[str, Any]) -> None:
+        """Queue an event (or keep it for the run's next append: Appends)."""
+        await self._appends.add(self._event(type_, data))
 
     def _check_stored(self, stored: asyncio.Future[bool]) -> None:
         """An event was not stored: this worker lost its lease (another process ended the run) or
