@@ -614,8 +614,8 @@ def _merged(pair: tuple[Message, Message]) -> Message:
 def requests(method: MethodDescriptor, ref_pool: list[str]) -> st.SearchStrategy[Message]:
     """Requests of `method`: random ones, and valid ones with a few random fields."""
     fuzzed = st.tuples(_valid(method.input_type, ref_pool), messages(method.input_type, ref_pool, one_in=10))
-    random = messages(method.input_type, ref_pool)
-    return st.integers(0, 2).flatmap(lambda n: random if n == 0 else fuzzed.map(_merged))
+    arbitrary = messages(method.input_type, ref_pool)
+    return st.integers(0, 2).flatmap(lambda n: arbitrary if n == 0 else fuzzed.map(_merged))
 
 
 def _mutations(data: bytes) -> st.SearchStrategy[bytes]:
