@@ -9,7 +9,7 @@ from typing import Final
 
 from aiohttp import web
 
-from gateway import keys, openapi
+from gateway import keys, openapi, static
 
 _DIR: Final = Path(__file__).with_name("console")
 _KINDS: Final = {".js": "text/javascript", ".css": "text/css"}
@@ -29,14 +29,6 @@ async def page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(_DIR / "index.html", headers={**_HEADERS, "Content-Type": "text/html"})
 
 
-async def asset(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
-    kind = ASSETS.get(name)
-    if kind is None:
-        raise web.HTTPNotFound(text=f"no asset {name!r}")
-    return web.FileResponse(_DIR / name, headers={"Content-Type": kind, "Cache-Control": "no-cache"})
-
-
 def setup(app: web.Application) -> None:
     registry = app[keys.REGISTRY]
     html = openapi.operation(
@@ -47,14 +39,12 @@ def setup(app: web.Application) -> None:
         tags=["ops"],
     )
     registry.add("GET", "/console", page, operation=html)
-    name = openapi.parameter("name", "path", {"enum": sorted(ASSETS)}, required=True)
-    files = openapi.operation(
-        "consoleAsset",
-        "A script or style sheet of the console",
-        response={"type": "string"},
-        tags=["ops"],
-        parameters=[name],
+    static.add_assets(
+        registry,
+        "/console/{name}",
+        _DIR,
+        ASSETS,
+        operation_id="consoleAsset",
+        summary="A script or style sheet of the console",
+        headers={"Cache-Control": "no-cache"},
     )
-    binary = {"schema": {"type": "string", "format": "binary"}}
-    files["responses"]["200"]["content"] = {kind: binary for kind in sorted(set(ASSETS.values()))}
-    registry.add("GET", "/console/{name}", asset, operation=files)

@@ -8,7 +8,7 @@ from pathlib import Path
 import swagger_ui_bundle
 from aiohttp import web
 
-from gateway import keys, openapi
+from gateway import keys, openapi, static
 
 _ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 # The only files the page loads; anything else under /docs/assets is 404.
@@ -40,13 +40,6 @@ async def page(request: web.Request) -> web.Response:
     return web.Response(text=_PAGE, content_type="text/html")
 
 
-async def asset(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
-    if name not in _TYPES:
-        raise web.HTTPNotFound(text=f"no asset {name!r}")
-    return web.FileResponse(_ASSETS / name, headers={"Content-Type": _TYPES[name]})
-
-
 def setup(app: web.Application) -> None:
     registry = app[keys.REGISTRY]
     html = openapi.operation(
@@ -57,10 +50,11 @@ def setup(app: web.Application) -> None:
         tags=["ops"],
     )
     registry.add("GET", "/docs", page, operation=html)
-    name = openapi.parameter("name", "path", {"enum": sorted(_TYPES)}, required=True)
-    files = openapi.operation(
-        "docsAsset", "A file of the API page", response={"type": "string"}, tags=["ops"], parameters=[name]
+    static.add_assets(
+        registry,
+        "/docs/assets/{name}",
+        _ASSETS,
+        _TYPES,
+        operation_id="docsAsset",
+        summary="A file of the API page",
     )
-    binary = {"schema": {"type": "string", "format": "binary"}}
-    files["responses"]["200"]["content"] = {kind: binary for kind in sorted(set(_TYPES.values()))}
-    registry.add("GET", "/docs/assets/{name}", asset, operation=files)
