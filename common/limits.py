@@ -39,5 +39,8 @@ MAX_PAGE_SIZE: Final = 1000
 # The deepest offset ListRuns pages to (page-number clients); past it a page is empty.
 MAX_SKIP: Final = 100_000
 MAX_TIMEOUT_S: Final = 7 * 24 * 3600
-# Run numbers, event seqs and page tokens: INTEGER columns on PostgreSQL.
+# Event seqs, and the offsets in page tokens: INTEGER columns on PostgreSQL.
 MAX_INTEGER: Final = 2**31 - 1
+# Run numbers (GetRun's other name for a run, family C's run ids, ListRuns' cursor): BIGINT since
+# migration 8, SQLite's 64-bit rowid.
+MAX_RUN_NUMBER: Final = 2**63 - 1

@@ -32,8 +32,10 @@ MAX_BATCH_IDS = limits.MAX_BATCH_IDS
 MAX_PAGE_SIZE = limits.MAX_PAGE_SIZE
 MAX_MEDIA_ITEMS = limits.MAX_MEDIA_ITEMS
 MAX_TIMEOUT_S = limits.MAX_TIMEOUT_S
-# Run numbers and event seqs (in page tokens, `after_seq`) are INTEGER columns, 32 bits on PostgreSQL.
+# Event seqs (`after_seq`, page tokens) are INTEGER columns, 32 bits on PostgreSQL; run numbers
+# (ListRuns' page tokens, "n") are BIGINT.
 MAX_INTEGER = limits.MAX_INTEGER
+_TOKEN_MAX = {"n": limits.MAX_RUN_NUMBER}
 
 
 class Violations:
@@ -226,7 +228,7 @@ def decode_token(token: str, kind: str, field: str = "page_token") -> int | None
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raw = ""
     prefix, _, number = raw.partition(":")
-    if prefix != kind or not _ascii_number(number, MAX_INTEGER):
+    if prefix != kind or not _ascii_number(number, _TOKEN_MAX.get(kind, MAX_INTEGER)):
         raise InvalidArgument.fields([(field, "not a token this server issued")])
     return int(number)
 

@@ -304,7 +304,7 @@ async def test_page_tokens_and_other_numbers_are_checked(h: Harness) -> None:
     crashed the URL check."""
     run = await h.run("echo", "hi", wait=True)
     cases: list[tuple[Awaitable[Any], str]] = [
-        (h.stub.ListRuns(pb.ListRunsRequest(page_token=_token(f"n:{2**31}"))), "page_token"),
+        (h.stub.ListRuns(pb.ListRunsRequest(page_token=_token(f"n:{2**63}"))), "page_token"),
         (h.stub.ListRuns(pb.ListRunsRequest(page_token=_token("n:²"))), "page_token"),
         (h.stub.ListRuns(pb.ListRunsRequest(page_token="é")), "page_token"),
         (h.stub.ListRuns(pb.ListRunsRequest(page_token="%%%")), "page_token"),

@@ -14,7 +14,7 @@ from agentrun.v1 import run_pb2
 from agentrun.v1 import run_service_pb2 as pb
 from aiohttp import web
 
-from common.limits import MAX_INTEGER
+from common.limits import MAX_RUN_NUMBER
 from common.shapes import agent_response
 from gateway import keys, openapi
 from gateway.errors import ApiError, ErrorRenderer
@@ -29,7 +29,6 @@ TAG = "webagent"
 # Upstream failures a client can act on keep their status; anything else on a route is its
 # documented 500 (WebAgent hides the cause, and so do we: it is logged).
 _PASSED_ON = frozenset({401, 403, 413, 429})
-MAX_RUN_NUMBER = MAX_INTEGER
 _SETTLED = (run_pb2.WEBHOOK_DELIVERY_STATE_DELIVERED, run_pb2.WEBHOOK_DELIVERY_STATE_FAILED)
 
 

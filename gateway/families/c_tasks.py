@@ -17,7 +17,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from common.limits import MAX_INTEGER
+from common.limits import MAX_RUN_NUMBER
 from common.shapes import TASK_ID, TERMINAL
 from gateway import keys
 from gateway.errors import ApiError
@@ -57,7 +57,7 @@ async def _task_run(request: web.Request) -> run_pb2.Run:
     """The first run of the task the path names (404 for anything else)."""
     number = shapes.path_int(request.match_info["task_id"], "task_id")
     missing = _detail(404, f"Task with ID {number} not found")
-    if not 0 < number <= MAX_INTEGER:
+    if not 0 < number <= MAX_RUN_NUMBER:
         raise missing
     up = upstream(request)
     try:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 Fetch = Callable[..., Awaitable[list[Sequence[Row[Any]]]]]
 # run.number is an INTEGER column, 32 bits on PostgreSQL (SERIAL): no run has a larger number, and a
 # larger one cannot even be a query parameter there.
-MAX_RUN_NUMBER = limits.MAX_INTEGER
+MAX_RUN_NUMBER = limits.MAX_RUN_NUMBER
 # ListRuns counts matching runs up to this many (its total_size); more read as this number.
 MAX_COUNTED_RUNS = 100_000
 
