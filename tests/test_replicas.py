@@ -90,3 +90,27 @@ async def test_two_working_replicas_run_each_run_once(launch: Launcher) -> None:
         assert [e.type for e in events].count(S.EVENT_TYPE_START) == 1
         assert [e.type for e in events].count(S.EVENT_TYPE_STOP) == 1
         assert (await a.get(run.id)).attempt == 1
+
+
+async def test_two_replicas_never_start_two_runs_of_one_new_session(launch: Launcher) -> None:
+    # The first runs of a new session, one through each replica at the same moment: a session with
+    # no row yet had nothing to lock, and both replicas started their run.
+    a, b = await launch(workers=64), await launch(workers=64)
+    quiet = "tokens=1 delay_ms=60000"  # START, then a minute
+
+    async def first_event(h: Harness, session: str) -> str:
+        run = pb.RunRequest(agent_id="slow", input=run_pb2.RunInput(message=quiet), session_id=session)
+        request = pb.StreamRunRequest(run=run)
+        stream = h.stub.StreamRun(request)
+        run_id = (await stream.read()).event.run_id
+        stream.cancel()  # the run goes on
+        return run_id
+
+    for attempt in range(4):  # the race is narrow: try it on many sessions, several times
+        sessions = [f"race-{attempt}-{i}" for i in range(40)]
+        both = (asyncio.gather(first_event(a, s), first_event(b, s)) for s in sessions)
+        pairs = await asyncio.gather(*both)
+        for session, ids in zip(sessions, pairs, strict=True):
+            states = sorted([(await a.get(run_id)).state for run_id in ids])
+            assert states == [S.RUN_STATE_QUEUED, S.RUN_STATE_RUNNING], session
+        await asyncio.gather(*(a.stub.CancelRun(pb.CancelRunRequest(run_id=i)) for ids in pairs for i in ids))

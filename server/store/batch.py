@@ -471,11 +471,11 @@ class CoreSteps:
         return runs
 
     def queue_state(self, sessions: Sequence[SessionKey]) -> tuple[bool, set[SessionKey]]:
+        st.lock_sessions(self.conn, [sid for sid, _ in sessions])
         if self.conn.execute(st.ANY_QUEUED).first() is not None:
             return True, set()
         busy = set()
         for sid, org in sessions:
-            self.conn.execute(st.LOCK_SESSION, {"sid": sid})
             if self.conn.execute(st.SESSION_BUSY, {"sid": sid, "org": org}).first() is not None:
                 busy.add((sid, org))
         return False, busy

@@ -30,7 +30,7 @@ from server.store.batch import (
     start_event,
 )
 from server.store.records import QUEUED, RUNNING, START, TERMINAL, EventRecord, RunRecord
-from server.store.statements import ACTIVE
+from server.store.statements import ACTIVE, SESSION_LOCKS
 from server.store.tables import RUN, SESSION, WEBHOOK_DELIVERY
 
 T = TypeVar("T")
@@ -202,16 +202,16 @@ WITH changed AS (
 SELECT {_RUN_COLUMNS} FROM changed
 """
 
-# Whether a run is queued; if none, the rows of the sessions about to start a run are locked (in
-# one order on every replica), so two replicas cannot both start a run of one session.
-_QUEUE_STATE = f"""
-WITH queued AS (SELECT EXISTS (SELECT 1 FROM run WHERE state = '{QUEUED}') AS found),
-locked AS (
-    SELECT id FROM "session" WHERE id = ANY ($1::text[]) AND NOT (SELECT found FROM queued)
-    ORDER BY id FOR UPDATE
-)
-SELECT (SELECT found FROM queued), (SELECT count(*) FROM locked)
+# The sessions of the new runs are locked (statements.lock_sessions' advisory locks, in one order
+# on every replica; a new session has no row to lock), so two replicas cannot both start a run of
+# one session; then whether a run is queued (a statement of its own, after the locks).
+_LOCK_SESSIONS = f"""
+SELECT count(*) FROM (
+    SELECT pg_advisory_xact_lock({SESSION_LOCKS}, k)
+    FROM (SELECT DISTINCT hashtext(s) AS k FROM unnest($1::text[]) AS s ORDER BY k) AS keys
+) AS locked
 """
+_ANY_QUEUED = f"SELECT EXISTS (SELECT 1 FROM run WHERE state = '{QUEUED}')"
 # Of (session, org) pairs, those with a queued, running or paused run (a statement of its own:
 # it must see what a replica that held a session's lock committed). Looked up by session only, as
 # statements.SESSION_BUSY is: `|| ''` keeps org and state out of every index.
@@ -319,9 +319,8 @@ class PgSteps:
         return [changed.get(c.run_id) for c in changes]
 
     def queue_state(self, sessions: Sequence[SessionKey]) -> tuple[bool, set[SessionKey]]:
-        ids = sorted({sid for sid, _ in sessions})
-        any_queued, _ = self._await(self._raw.fetchrow(_QUEUE_STATE, ids))
-        if any_queued:
+        self._await(self._raw.fetchval(_LOCK_SESSIONS, sorted({sid for sid, _ in sessions})))
+        if self._await(self._raw.fetchval(_ANY_QUEUED)):
             return True, set()
         rows = self._await(self._raw.fetch(_BUSY, [s for s, _ in sessions], [o for _, o in sessions]))
         return False, {(row[0], row[1]) for row in rows}

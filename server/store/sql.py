@@ -113,13 +113,12 @@ class SqlStore(RunReads):
     ) -> tuple[RunRecord, bool] | None:
         """create_run with per-org caps: counted in its own statements, one run at a time."""
         now = time.time()
+        st.lock_sessions(tx.conn, [new.session_id])  # see lock_sessions
         # Runs already waiting go first: a new run skips the queue only when it is empty.
         at_once = lease is not None and quota.may_start(
             tx.conn, new.org_id, max_running, self._backend.serialized
         )
         if at_once:
-            # Lock the session's row (PostgreSQL) so two replicas cannot both start a run of it.
-            tx.conn.execute(st.LOCK_SESSION, {"sid": new.session_id})
             busy = tx.conn.execute(st.SESSION_BUSY, {"sid": new.session_id, "org": new.org_id})
             at_once = busy.first() is None
         if not at_once and quota.queue_full(tx.conn, new.org_id, max_queued):

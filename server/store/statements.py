@@ -5,7 +5,7 @@ so executing one costs a dictionary of parameters instead of building and hashin
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -20,12 +20,14 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeEngine
 
 from server.store.records import COMPLETED, PAUSED, QUEUED, RUNNING, RunRecord
-from server.store.tables import RUN, RUN_EVENT, SESSION
+from server.store.tables import RUN, RUN_EVENT
 
 # What reads of a run return: everything but the columns only the engine needs.
 VIEW = [c for c in RUN.c if c.name not in ("agent_state", "resume", "request_hash", "messages")]
@@ -48,13 +50,31 @@ def _of_org(column: Any, org: Any) -> ColumnElement[bool]:
 
 
 _prior = RUN.alias("prior")
+# No earlier run of the session waits or runs, and no run of it runs at all: a run started at once
+# (submitted while the queue was empty) may have a later number than one queued meanwhile.
 _SESSION_FREE = ~exists().where(
     _prior.c.session_id == RUN.c.session_id,
     _of_org(_prior.c.org_id, RUN.c.org_id),
-    _prior.c.number < RUN.c.number,
     _prior.c.state.in_(ACTIVE),
+    or_(_prior.c.number < RUN.c.number, _prior.c.state != QUEUED),
 )
-LOCK_SESSION = select(SESSION.c.id).where(SESSION.c.id == bindparam("sid")).with_for_update()
+# Two replicas must not both start a run of one session at once, a new session's included (it has
+# no row to lock yet): on PostgreSQL, a transaction-scoped advisory lock per session that a new run
+# is stored for, started or queued, taken in one order everywhere (pg_writes' set-based statement
+# takes the same keys). A run stored meanwhile is then seen, and a claim never starts a queued run
+# while another of its session runs. SQLite serializes writes.
+SESSION_LOCKS = 7352870  # every session lock's first key; the second is hashtext(session id)
+_LOCK_SESSIONS = text(
+    f"SELECT pg_advisory_xact_lock({SESSION_LOCKS}, k) FROM "
+    "(SELECT DISTINCT hashtext(s) AS k FROM unnest(CAST(:sids AS text[])) AS s ORDER BY k) AS keys"
+)
+
+
+def lock_sessions(conn: Connection, session_ids: Sequence[str]) -> None:
+    if session_ids and conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_SESSIONS, {"sids": list(session_ids)})
+
+
 SESSION_BUSY = (
     select(RUN.c.number)
     .where(
