@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.measure import FULL, IN_FLIGHT, QUICK, Plan, series, throughput, timed
 from bench.processes import Agentrun
-from bench.report import BARE_AI_FIGURES, Results, table
+from bench.report import BARE_AI_FIGURES, Results, print_measured
 
 MESSAGE = "hello from the benchmark"  # the message every Run(wait) row sends
 INSTRUCTIONS = "Repeat the user's message."  # ai-echo's, from server/agents/agents.yaml
@@ -112,11 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.duration:
         plan = dataclasses.replace(plan, duration_s=args.duration)
     results = asyncio.run(standalone(plan))
-    for line in table(results):
-        if "skipped" not in line:
-            print(line)
-    for note in results.notes:
-        print(f"note: {note}")
+    print_measured(results)
 
 
 if __name__ == "__main__":

@@ -312,3 +312,13 @@ def write_json(path: Path, results: Results, info: dict[str, Any], plan: Plan, q
         "notes": all_notes(results),
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def print_measured(results: Results) -> None:
+    """The table of the figures measured (a bench that runs some rows leaves the rest skipped), and
+    the notes."""
+    for line in table(results):
+        if "skipped" not in line:
+            print(line)
+    for note in results.notes:
+        print(f"note: {note}")

@@ -1,7 +1,7 @@
 """Per-event SSE encoding, in process (issue 19): a stream's realistic CONTENT_DELTA events (the
 `slow` agent's "t<i> " tokens, one run, consecutive seqs, times a few µs apart) turned into the
 bytes each surface sends, before (the generic path: json_format.MessageToDict, json.dumps, the
-regex-splitting encoder, kept here as they were) and after (gateway.event_json and the SSE fast
+regex-splitting encoder, as they were: tests/sse_oracle.py) and after (gateway.event_json and the SSE fast
 paths), in the same run. Each figure is the best of --repeat passes over --events events; every
 surface's output is checked to be the same bytes before it is timed. Family C has no stream.
 
@@ -13,21 +13,18 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
-import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from agentrun.v1 import run_pb2
-from google.protobuf import json_format
 
 from gateway import event_json, sse, transcode
 from gateway.families import a_shapes, a_stream, b_stream
 from gateway.families import b as family_b
+from tests.sse_oracle import old_canonical, old_dumps, old_encode
 
 RUN_ID = "6f1c2a7e-5d4b-4c8a-9e3f-0a1b2c3d4e5f"
 Encoder = Callable[[run_pb2.RunEvent], bytes]  # one stream's: event -> bytes sent
@@ -48,34 +45,9 @@ def deltas(count: int, start: float = 1_700_000_000.25) -> list[run_pb2.RunEvent
 
 # ---- before: the generic path as it was --------------------------------------------------------
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _encode(frames: Iterable[sse.Frame], event_id: str | None = None) -> bytes:
-    items = list(frames)
-    out: list[str] = []
-    for i, frame in enumerate(items):
-        if event_id is not None and i == len(items) - 1:
-            out.append(f"id: {event_id}\n")
-        if frame.event is not None:
-            if _LINE_BREAK.search(frame.event):
-                raise ValueError(f"SSE event name with a line break: {frame.event!r}")
-            out.append(f"event: {frame.event}\n")
-        out.extend(f"data: {line}\n" for line in _LINE_BREAK.split(frame.data))
-        out.append("\n")
-    return "".join(out).encode()
-
 
 def canonical_before() -> Encoder:
-    def encode(event: run_pb2.RunEvent) -> bytes:
-        data = _dumps({"event": json_format.MessageToDict(event)})
-        return _encode([sse.Frame(data)], str(event.seq))
-
-    return encode
+    return old_canonical
 
 
 def family_a_before() -> Encoder:
@@ -83,8 +55,8 @@ def family_a_before() -> Encoder:
 
     def encode(event: run_pb2.RunEvent) -> bytes:
         shaped = shaper.event(event)
-        frames = [sse.Frame(_dumps(shaped))] if shaped is not None else []
-        return _encode(frames, f"{event.run_id}:{event.seq}")
+        frames = [sse.Frame(old_dumps(shaped))] if shaped is not None else []
+        return old_encode(frames, f"{event.run_id}:{event.seq}")
 
     return encode
 
@@ -94,8 +66,8 @@ def family_b_before() -> Encoder:
 
     def encode(event: run_pb2.RunEvent) -> bytes:
         named = job.frames(event)
-        frames = [sse.Frame(_dumps(b_stream.envelope(n, p)), event=n) for n, p in named]
-        return _encode(frames, str(event.seq))
+        frames = [sse.Frame(old_dumps(b_stream.envelope(n, p)), event=n) for n, p in named]
+        return old_encode(frames, str(event.seq))
 
     return encode
 

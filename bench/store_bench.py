@@ -33,7 +33,7 @@ from agentrun.v1 import run_service_pb2_grpc
 
 from bench.measure import FULL, QUICK, Call, Plan, timed
 from bench.processes import Agentrun, Listening, agentrun_argv, server_process
-from bench.report import BATCH, SIZED_BATCH, Results, table
+from bench.report import BATCH, SIZED_BATCH, Results, print_measured
 from server.store.tables import RUN
 
 MESSAGE = "hello from the benchmark"
@@ -240,11 +240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = Results()
     with tempfile.TemporaryDirectory(prefix="agentrun-store-bench-") as tmp:
         asyncio.run(bench_store(plan, Agentrun(Path(tmp), None, results), results))
-    for line in table(results):
-        if "skipped" not in line:
-            print(line)
-    for note in results.notes:
-        print(f"note: {note}")
+    print_measured(results)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--gateway-loopback",
         action="store_true",
-        help="the gateway calls the server over loopback gRPC, as a gateway of its own would "
-        "(default: in process, without the gRPC hop)",
+        default=os.environ.get("AGENTRUN_GATEWAY_LOOPBACK", "").lower() in ("1", "true", "yes", "on"),
+        help="the gateway calls the server over loopback gRPC, as a gateway of its own would; env "
+        "AGENTRUN_GATEWAY_LOOPBACK=yes (default: in process, without the gRPC hop)",
     )
 
 

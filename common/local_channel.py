@@ -26,7 +26,7 @@ import grpc
 import grpc.aio
 from grpc.aio import Metadata
 
-from common.local_server import Context, Details, LocalServer, MetadataArg, MetadataPairs, error, failure
+from common.local_server import Context, Details, LocalServer, MetadataArg, error, failure
 
 Resp = TypeVar("Resp")
 _EOF: Final[Any] = grpc.aio.EOF  # type: ignore[attr-defined]  # in grpc.aio, not in its stubs
@@ -46,7 +46,7 @@ class _Call(Generic[Resp]):
         server: LocalServer,
         method: str,
         request: bytes,
-        metadata: MetadataPairs,
+        metadata: MetadataArg,
         timeout: float | None,
     ) -> None:
         loop = asyncio.get_running_loop()
@@ -272,9 +272,17 @@ class LocalStreamCall(_Call[Resp], grpc.aio.UnaryStreamCall[Any, Resp]):
         return True
 
 
-class _UnaryMethod(grpc.aio.UnaryUnaryMultiCallable[Any, Any]):
-    def __init__(self, server: LocalServer, method: str, serialize: Callable[[Any], bytes] | None) -> None:
-        self._server, self._method, self._serialize = server, method, serialize or bytes
+class _Method(grpc.aio.UnaryUnaryMultiCallable[Any, Any], grpc.aio.UnaryStreamMultiCallable[Any, Any]):
+    """One method of the channel: each call starts a `call` (LocalUnaryCall or LocalStreamCall)."""
+
+    def __init__(
+        self,
+        call: type[_Call[Any]],
+        server: LocalServer,
+        method: str,
+        serialize: Callable[[Any], bytes] | None,
+    ) -> None:
+        self._call, self._server, self._method, self._serialize = call, server, method, serialize or bytes
 
     def __call__(
         self,
@@ -284,24 +292,8 @@ class _UnaryMethod(grpc.aio.UnaryUnaryMultiCallable[Any, Any]):
         credentials: grpc.CallCredentials | None = None,
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
-    ) -> LocalUnaryCall[Any]:
-        return LocalUnaryCall(self._server, self._method, self._serialize(request), metadata or (), timeout)
-
-
-class _StreamMethod(grpc.aio.UnaryStreamMultiCallable[Any, Any]):
-    def __init__(self, server: LocalServer, method: str, serialize: Callable[[Any], bytes] | None) -> None:
-        self._server, self._method, self._serialize = server, method, serialize or bytes
-
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: MetadataArg | None = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> LocalStreamCall[Any]:
-        return LocalStreamCall(self._server, self._method, self._serialize(request), metadata or (), timeout)
+    ) -> Any:
+        return self._call(self._server, self._method, self._serialize(request), metadata or (), timeout)
 
 
 class LocalChannel(grpc.aio.Channel):
@@ -316,8 +308,8 @@ class LocalChannel(grpc.aio.Channel):
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
-    ) -> _UnaryMethod:
-        return _UnaryMethod(self._server, method, request_serializer)
+    ) -> _Method:
+        return _Method(LocalUnaryCall, self._server, method, request_serializer)
 
     def unary_stream(
         self,
@@ -325,8 +317,8 @@ class LocalChannel(grpc.aio.Channel):
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
         _registered_method: bool | None = False,
-    ) -> _StreamMethod:
-        return _StreamMethod(self._server, method, request_serializer)
+    ) -> _Method:
+        return _Method(LocalStreamCall, self._server, method, request_serializer)
 
     def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("streamed requests are not served in process")

@@ -47,7 +47,7 @@ def failure(exc: BaseException) -> grpc.aio.AioRpcError:
 class Context(grpc.aio.ServicerContext[Any, Any]):
     """The handler's view of its call: metadata in, abort out; the rest is a network's concern."""
 
-    def __init__(self, metadata: MetadataPairs, deadline: float | None) -> None:
+    def __init__(self, metadata: MetadataArg, deadline: float | None) -> None:
         self.metadata = tuple(metadata)
         self._deadline = deadline
         self._code: grpc.StatusCode | None = None

@@ -252,10 +252,8 @@ def to_dict(message: Message) -> JsonObject:
     """json_format.MessageToDict(message), defaults left out, lowerCamelCase names."""
     found = plan(message.DESCRIPTOR)
     if found is not None:
-        try:
+        with contextlib.suppress(_Generic):
             return found.value(message)
-        except _Generic:
-            pass
     result: JsonObject = json_format.MessageToDict(message)
     return result
 
@@ -264,10 +262,8 @@ def to_json(message: Message) -> str:
     """compact(json_format.MessageToDict(message)), without the dict."""
     found = plan(message.DESCRIPTOR)
     if found is not None:
-        try:
+        with contextlib.suppress(_Generic):
             return found.text(message)
-        except _Generic:
-            pass
     return compact(json_format.MessageToDict(message))
 
 

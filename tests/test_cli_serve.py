@@ -79,3 +79,24 @@ def test_a_taken_http_port_is_one_line_before_anything_starts(taken: str) -> Non
     done = agentrun("serve", "--listen", "127.0.0.1:0", "--gateway-listen", taken)
     one_line_error(done, taken, "HTTP", "in use")
     assert "gRPC on" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "loop", "loopback"),
+    [
+        ({}, "asyncio", False),
+        ({"AGENTRUN_EVENT_LOOP": "uvloop", "AGENTRUN_GATEWAY_LOOPBACK": "yes"}, "uvloop", True),
+    ],
+)
+def test_the_event_loop_and_the_gateway_path_read_the_environment_too(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], loop: str, loopback: bool
+) -> None:
+    from cli.main import build_parser
+
+    for name in ("AGENTRUN_EVENT_LOOP", "AGENTRUN_GATEWAY_LOOPBACK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = build_parser(["serve"]).parse_args(["serve"])
+    assert (args.event_loop, args.gateway_loopback) == (loop, loopback)
+    assert build_parser(["serve"]).parse_args(["serve", "--event-loop", "asyncio"]).event_loop == "asyncio"

@@ -1,14 +1,12 @@
 """The prepared event encoders (gateway.event_json, the SSE fast paths) give the same bytes as the
 generic path they replaced: json_format.MessageToDict, json.dumps and the regex-splitting SSE
-encoder, kept below verbatim as the oracle. Every event type and payload, unicode, empty and
+encoder, kept verbatim as the oracle in tests/sse_oracle.py. Every event type and payload, unicode, empty and
 default values, the int64 and Timestamp edges, unknown enum numbers, and hypothesis-made events."""
 
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from hypothesis import strategies as st
 from gateway import codec, event_json, sse, transcode
 from gateway.families import a_shapes, a_stream, b_stream
 from gateway.families import b as family_b
+from tests.sse_oracle import old_canonical, old_dumps, old_encode
 
 INT64 = (-(2**63), 2**63 - 1)
 INT32 = (-(2**31), 2**31 - 1)
@@ -36,35 +35,6 @@ ODD_TEXT = [
     "\u2028\u2029",
 ]
 HUGE_SETTINGS = settings(max_examples=400, deadline=None)
-
-
-# ---- the oracle: the generic path as it was -------------------------------------------------
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def old_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def old_encode(frames: Iterable[sse.Frame], event_id: str | None = None) -> bytes:
-    items = list(frames)
-    out: list[str] = []
-    for i, frame in enumerate(items):
-        if event_id is not None and i == len(items) - 1:
-            out.append(f"id: {event_id}\n")
-        if frame.event is not None:
-            if _LINE_BREAK.search(frame.event):
-                raise ValueError(f"SSE event name with a line break: {frame.event!r}")
-            out.append(f"event: {frame.event}\n")
-        out.extend(f"data: {line}\n" for line in _LINE_BREAK.split(frame.data))
-        out.append("\n")
-    return "".join(out).encode()
-
-
-def old_canonical(event: R.RunEvent) -> bytes:
-    data = old_dumps({"event": json_format.MessageToDict(event)})
-    return old_encode([sse.Frame(data)], str(event.seq))
 
 
 # ---- events ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from openapi_spec_validator import validate
 from tests import gateway_harness
 from tests.gateway_harness import Gateway, GatewayLauncher
 from tests.test_family_c import conforms, family_c
+from tests.test_family_c_tasks import plain_task
 
 gateways = gateway_harness.gateways
 database_url = gateway_harness.database_url
@@ -42,17 +43,7 @@ async def test_an_updated_task_is_shown_and_run_as_updated(gateways: GatewayLaun
     gw = await family_c(gateways)
     task_id = await new_task(gw)
     task = await put(gw, task_id, {"prompt": "updated words"})
-    assert task == {
-        "id": task_id,
-        "prompt": "updated words",
-        "model": "demo",
-        "provider": None,
-        "webhook_url": None,
-        "response_format": "text",
-        "json_schema": None,
-        "cached_workflow": None,
-        "use_cached_workflow": False,
-    }
+    assert task == plain_task(task_id, "updated words")
     await conforms(gw, "Task", task)
     assert (await gw.http.get(f"/api/tasks/{task_id}")).json() == task
     assert (await gw.http.get("/api/tasks")).json()["tasks"] == [task]

@@ -15,6 +15,22 @@ from tests import gateway_harness
 from tests.gateway_harness import GatewayLauncher
 from tests.test_family_c import AGENT_RESPONSE_KEYS, conforms, family_c, poll
 
+
+def plain_task(task_id: int, prompt: str) -> dict[str, Any]:
+    """A task of a plain text run with the server's default model, as GET /api/tasks/{id} shows it."""
+    return {
+        "id": task_id,
+        "prompt": prompt,
+        "model": "demo",
+        "provider": None,
+        "webhook_url": None,
+        "response_format": "text",
+        "json_schema": None,
+        "cached_workflow": None,
+        "use_cached_workflow": False,
+    }
+
+
 gateways = gateway_harness.gateways
 database_url = gateway_harness.database_url
 
@@ -137,17 +153,7 @@ async def test_tasks_list_get_and_run_again(gateways: GatewayLauncher) -> None:
     tasks = (await gw.http.get("/api/tasks")).json()["tasks"]
     assert [t["id"] for t in tasks] == [second["task_id"], first["task_id"]]
     task = (await gw.http.get(f"/api/tasks/{first['task_id']}")).json()
-    assert task == {
-        "id": first["task_id"],
-        "prompt": "hello there",
-        "model": "demo",
-        "provider": None,
-        "webhook_url": None,
-        "response_format": "text",
-        "json_schema": None,
-        "cached_workflow": None,
-        "use_cached_workflow": False,
-    }
+    assert task == plain_task(first["task_id"], "hello there")
     await conforms(gw, "Task", task)
 
     again = await gw.http.post(f"/api/tasks/{first['task_id']}/runs", json={"prompt": "other words"})

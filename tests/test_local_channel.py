@@ -147,7 +147,7 @@ async def test_a_cancelled_stream_ends_its_handler_and_a_waiting_read(h: Harness
 
     assert followers() == 1
     waiting = asyncio.ensure_future(call.read())
-    await asyncio.sleep(0)  # the read is waiting for the next answer
+    await until(lambda: call._readable is not None, 5, "the read to wait for the next answer")
     assert call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting  # as grpc.aio: a read of a call one cancelled
