@@ -1,8 +1,8 @@
 """What one group commit does with its ops, the same on every backend. The hot ops are typed (event
 appends, new runs, state changes) and applied set by set: a backend's `Steps` runs each set as one
 statement where it pays (PostgreSQL, server/store/pg_writes.py) or row by row where statements are
-cheap (SQLite, `CoreSteps` below). Any other write is a `Call`: a function run on the connection, in
-queue order.
+cheap (SQLite, server/store/sqlite_steps.py). Any other write is a `Call`: a function run on the
+connection, in queue order.
 
 Order: a caller awaits every op but an append, so ops of different callers in one batch are
 concurrent and any order of them is a valid one. What a caller may queue without waiting (appends,
@@ -22,8 +22,6 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
-from server.store import statements as st
-from server.store.reads import run_from_row
 from server.store.records import (
     QUEUED,
     RUNNING,
@@ -34,7 +32,6 @@ from server.store.records import (
     Outcome,
     RunRecord,
 )
-from server.store.tables import WEBHOOK_DELIVERY
 
 # SQLSTATEs of a server that went away or is restarting: connection exceptions, admin/crash shutdown,
 # cannot connect now.
@@ -395,32 +392,6 @@ def session_row(new: NewRun, now: float) -> dict[str, Any]:
     }
 
 
-# ---- row by row, in SQLAlchemy Core (SQLite) -------------------------------------------------------
-
-
-def change_params(change: Change, now: float) -> dict[str, Any]:
-    """The parameters of statements.TRANSITION for a change."""
-    outcome = change.outcome
-    return {
-        "rid": change.run_id,
-        "states": list(change.states),
-        "owner": change.owner,
-        "lease_before": change.lease_before,
-        "deadline_before": change.deadline_before,
-        "seq": change.seq,
-        "now": now,
-        "v_state": outcome.state,
-        "v_completed_at": now if outcome.state in TERMINAL else None,
-        "attempt_inc": 1 if outcome.release else 0,
-        "v_pending_action": outcome.pending_action,
-        "v_result": outcome.result,
-        "v_error_reason": outcome.error_reason,
-        "v_error_message": outcome.error_message,
-        "v_agent_state": outcome.agent_state,
-        "v_messages": outcome.messages,
-    }
-
-
 def event_row(event: EventRecord) -> dict[str, Any]:
     return {
         "run_id": event.run_id,
@@ -429,83 +400,3 @@ def event_row(event: EventRecord) -> dict[str, Any]:
         "data": event.data,
         "created_at": event.created_at,
     }
-
-
-@dataclass(frozen=True, slots=True)
-class RowStatements:
-    """The dialect's statements for one new run: inserted unless its idempotency key is taken, and
-    its session inserted or counted up by one."""
-
-    insert_run_ignore: Any
-    count_session: Any
-
-
-class CoreSteps:
-    """One statement per row: on SQLite (a thread's connection, no network) a statement costs a few
-    microseconds of SQLite and the compiled statement is cached."""
-
-    def __init__(self, conn: Connection, rows: RowStatements) -> None:
-        self.conn = conn
-        self._rows = rows
-
-    def transaction(self) -> AbstractContextManager[Any]:
-        return self.conn.begin()
-
-    def advance(self, chains: Sequence[Chain], now: float) -> set[str]:
-        done = set()
-        events = []
-        for c in chains:
-            params = {"rid": c.run_id, "owner": c.owner, "after": c.after, "last": c.last, "now": now}
-            if self.conn.execute(st.ADVANCE, params).rowcount == 1:
-                done.add(c.run_id)
-                events += c.events
-        self._insert_events(events)
-        return done
-
-    def change(self, changes: Sequence[Change], now: float) -> list[RunRecord | None]:
-        rows = (self.conn.execute(st.TRANSITION, change_params(c, now)).first() for c in changes)
-        runs = [run_from_row(row) if row is not None else None for row in rows]
-        self._insert_events(
-            [change_event(c.outcome, r, now) for c, r in zip(changes, runs, strict=True) if r]
-        )
-        return runs
-
-    def queue_state(self, sessions: Sequence[SessionKey]) -> tuple[bool, set[SessionKey]]:
-        st.lock_sessions(self.conn, [sid for sid, _ in sessions])
-        if self.conn.execute(st.ANY_QUEUED).first() is not None:
-            return True, set()
-        busy = set()
-        for sid, org in sessions:
-            if self.conn.execute(st.SESSION_BUSY, {"sid": sid, "org": org}).first() is not None:
-                busy.add((sid, org))
-        return False, busy
-
-    def runs_by_key(self, keys: Sequence[IdempotencyKey]) -> dict[IdempotencyKey, RunRecord]:
-        found = {}
-        for org, key in keys:
-            row = self.conn.execute(st.RUN_BY_KEY, {"org": org, "key": key}).first()
-            if row is not None:
-                found[(org, key)] = run_from_row(row)
-        return found
-
-    def insert_runs(
-        self, rows: Sequence[dict[str, Any]], sessions: Sequence[dict[str, Any]]
-    ) -> dict[str, RunRecord]:
-        inserted = {}
-        starts = []
-        for values, session in zip(rows, sessions, strict=True):
-            statement = self._rows.insert_run_ignore if values["idempotency_key"] else st.INSERT_RUN
-            row = self.conn.execute(statement, values).first()
-            if row is not None:
-                inserted[row.id] = run_from_row(row)
-                self.conn.execute(self._rows.count_session, session)
-                starts.append(start_event(row.id, row.session_id, row.created_at))
-        self._insert_events(starts)
-        return inserted
-
-    def _insert_events(self, events: Sequence[EventRecord]) -> None:
-        if events:
-            self.conn.execute(st.INSERT_EVENT, [event_row(e) for e in events])
-
-    def insert_deliveries(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.conn.execute(WEBHOOK_DELIVERY.insert(), list(rows))

@@ -44,7 +44,6 @@ class SqlStore(RunReads):
         self._writer = Writer(backend, publish, origin=self.origin)
         self._outbox = outbox or Outbox()
         self.deliveries = DeliveryStore(self._writer, self._fetch)
-        self._rows = self._writer.rows
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -124,12 +123,12 @@ class SqlStore(RunReads):
         if not at_once and quota.queue_full(tx.conn, new.org_id, max_queued):
             return _by_key(tx, new)  # a replay of a stored submission is answered all the same
         row = tx.conn.execute(
-            self._rows.insert_run_ignore if new.idempotency_key else st.INSERT_RUN,
+            self._writer.insert_run_ignore if new.idempotency_key else st.INSERT_RUN,
             batch.run_values(new, lease if at_once else None, now),
         ).first()
         if row is None:
             return _by_key(tx, new)
-        tx.conn.execute(self._rows.count_session, batch.session_row(new, now))
+        tx.conn.execute(self._writer.count_session, batch.session_row(new, now))
         record = _record(row)
         start = batch.start_event(record.id, record.session_id, now)
         tx.conn.execute(st.INSERT_EVENT, batch.event_row(start))

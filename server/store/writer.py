@@ -25,9 +25,7 @@ from server.store.batch import (
     Call,
     Change,
     ConnectionLost,
-    CoreSteps,
     Op,
-    RowStatements,
     Steps,
     gone,
     run_batch,
@@ -36,6 +34,7 @@ from server.store.batch import Tx as Tx  # what a write op sees (sql.py, deliver
 from server.store.dialect import Backend, insert_ignore, upsert_counter
 from server.store.pg_writes import PgSteps, broken
 from server.store.records import EventRecord, NewRun, Outcome, RunRecord
+from server.store.sqlite_steps import SqliteStatements, SqliteSteps
 from server.store.tables import RUN, SESSION
 
 log = logging.getLogger(__name__)
@@ -81,10 +80,10 @@ class Writer:
         self._queue: asyncio.Queue[Op] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
         self._batch: list[Op] = []  # the batch being committed
-        self.rows = RowStatements(
-            insert_ignore(backend, RUN, ["org_id", "idempotency_key"]).returning(*RUN.c),
-            upsert_counter(backend, SESSION, "run_count", ["updated_at"]),
-        )
+        # The statements that differ by dialect (sql.py runs them too).
+        self.insert_run_ignore = insert_ignore(backend, RUN, ["org_id", "idempotency_key"]).returning(*RUN.c)
+        self.count_session = upsert_counter(backend, SESSION, "run_count", ["updated_at"])
+        self._sqlite: SqliteStatements | None = None
 
     async def start(self) -> None:
         await self._db.open()
@@ -215,7 +214,9 @@ class Writer:
         statement); SQLite: one per row, on the thread's connection."""
         if conn.dialect.name == "postgresql":
             return PgSteps(conn)
-        return CoreSteps(conn, self.rows)
+        if self._sqlite is None:
+            self._sqlite = SqliteStatements(conn.dialect, self.insert_run_ignore, self.count_session)
+        return SqliteSteps(conn, self._sqlite)
 
     def _commit(self, conn: Connection, batch: list[Op]) -> tuple[list[Any], list[EventRecord]]:
         try:
