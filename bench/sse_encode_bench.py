@@ -5,6 +5,10 @@ regex-splitting encoder, as they were: tests/sse_oracle.py) and after (gateway.e
 paths), in the same run. Each figure is the best of --repeat passes over --events events; every
 surface's output is checked to be the same bytes before it is timed. Family C has no stream.
 
+Last, one completed echo run's RunResponse (POST /v1/agents/echo/runs with wait) as the JSON body
+codec.json_response sends: before, codec.dumps(json_format.MessageToDict(...)); after,
+event_json.to_json (a planned Run; its Duration field printed by json_format alone).
+
     python -m bench.sse_encode_bench [--events N] [--repeat R] [--profile]
 """
 
@@ -19,9 +23,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agentrun.v1 import run_pb2
+from agentrun.v1 import run_pb2, run_service_pb2
+from google.protobuf import json_format
 
-from gateway import event_json, sse, transcode
+from gateway import codec, event_json, sse, transcode
 from gateway.families import a_shapes, a_stream, b_stream
 from gateway.families import b as family_b
 from tests.sse_oracle import old_canonical, old_dumps, old_encode
@@ -114,6 +119,62 @@ ROWS = [
 ]
 
 
+# ---- one Run response ------------------------------------------------------------------------
+
+
+def echo_response() -> run_service_pb2.RunResponse:
+    """What a completed echo run (wait=true) answers: the fields the server sets for one."""
+    run = run_pb2.Run(
+        id=RUN_ID,
+        number=1234,
+        agent_id="echo",
+        session_id="0b9f3c1e-2d4a-4f6b-8c7d-9e0a1b2c3d4e",
+        state=run_pb2.RUN_STATE_COMPLETED,
+        output="hello",
+        attempt=1,
+        last_seq=4,
+    )
+    run.input.message = "hello"
+    run.usage.CopyFrom(run_pb2.Usage(input_tokens=1, output_tokens=1, model_calls=1, duration_ms=2))
+    run.timeout.seconds = 3600
+    base = 1_700_000_000
+    for field, seconds, nanos in [
+        ("create_time", base, 123_456_000),
+        ("start_time", base, 124_001_000),
+        ("update_time", base, 126_789_000),
+        ("complete_time", base, 126_789_000),
+        ("deadline", base + 3600, 123_456_000),
+    ]:
+        stamp = getattr(run, field)
+        stamp.seconds, stamp.nanos = seconds, nanos
+    return run_service_pb2.RunResponse(run=run)
+
+
+def run_response_us(repeat: int, count: int = 20_000) -> tuple[float, float]:
+    """µs to encode one echo RunResponse, before and after (best of `repeat` passes)."""
+    response = echo_response()
+
+    def before() -> str:
+        return codec.dumps(json_format.MessageToDict(response))
+
+    def after() -> str:
+        return event_json.to_json(response)
+
+    if before() != after():
+        raise AssertionError("RunResponse: different bytes")
+    return _best_us(before, count, repeat), _best_us(after, count, repeat)
+
+
+def _best_us(encode: Callable[[], str], count: int, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.perf_counter()
+        for _ in range(count):
+            encode()
+        best = min(best, time.perf_counter() - began)
+    return best / count * 1e6
+
+
 # ---- measuring -------------------------------------------------------------------------------
 
 
@@ -166,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         if args.profile:
             print(f"-- before\n{profile(row.before, events)}-- after\n{profile(row.after, events)}")
+    before, after = run_response_us(args.repeat)
+    label = "echo RunResponse JSON (µs an encode)"
+    print(f"{label:42} {'':12} {'':12} {before:13.2f} {after:7.2f} {before / after:6.1f}")
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import grpc
-from agentrun.v1 import run_pb2
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -68,8 +67,9 @@ _WKT_EXPECTED = {
 
 def to_dict(message: Message, *, with_defaults: bool = False, proto_names: bool = False) -> JsonObject:
     """ProtoJSON object: lowerCamelCase names, enums by name, int64 as strings, RFC 3339 times."""
-    if isinstance(message, run_pb2.RunEvent) and not (with_defaults or proto_names):
-        return event_json.to_dict(message)  # one per streamed token: the same dict, prepared
+    if not (with_defaults or proto_names):
+        # The same dict, prepared (events, Run responses); json_format's own for unplanned types.
+        return event_json.to_dict(message)
     result: JsonObject = json_format.MessageToDict(
         message,
         always_print_fields_with_no_presence=with_defaults,
@@ -84,7 +84,8 @@ def dumps(value: Any) -> str:
 
 
 def json_response(message: Message, *, status: int = 200) -> web.Response:
-    return web.Response(text=dumps(to_dict(message)), status=status, content_type="application/json")
+    # dumps(to_dict(message)), without building the dict where the type is planned.
+    return web.Response(text=event_json.to_json(message), status=status, content_type="application/json")
 
 
 # ---- in -------------------------------------------------------------------------------------

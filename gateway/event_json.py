@@ -1,14 +1,18 @@
 """Prepared ProtoJSON for run events: what json_format.MessageToDict (and codec.dumps of it) gives
 for a RunEvent, built from the fields directly. A stream sends one event per token, and
 MessageToDict's generic walk (descriptor look-ups, ListFields, a Timestamp through datetime, a new
-JSONEncoder per json.dumps) were most of the 20-30 µs an event took to become SSE bytes.
+JSONEncoder per json.dumps) were most of the 20-30 µs an event took to become SSE bytes. Run
+responses (a Run holds a Value, a Struct and a Duration) take the same road.
 
 Each message type is planned once from its descriptor: its fields in number order, how presence is
 read (value, HasField, or one WhichOneof per oneof), and how a value becomes JSON text or a
-ProtoJSON Python value. A type holding anything whose JSON form is subtle (floats, bytes, maps,
-well-known types other than Timestamp, closed enums, enum value options, extensions) is not planned
-and stays with json_format; so is a message that json_format would refuse (an out-of-range
-Timestamp), which then fails there with json_format's own error. tests/test_event_encoding.py holds
+ProtoJSON Python value. A type holding a scalar whose JSON form is subtle (floats, bytes), a map, a
+closed enum, enum value options or extensions is not planned and stays with json_format. A
+message-typed field whose type is not planned (a well-known type other than Timestamp, or a type
+of the kind just named) is printed by json_format for that field alone: MessageToDict of the field's
+value is what json_format puts under the field's key in the parent's object. A message json_format
+would refuse (an out-of-range Timestamp or Duration, a NaN in a Value) goes to json_format whole,
+which then fails with its own error. tests/test_event_encoding.py and tests/test_run_json.py hold
 the output to json_format's byte for byte."""
 
 from __future__ import annotations
@@ -192,8 +196,24 @@ def _message(descriptor: Any) -> tuple[ToText, ToValue]:
         return _timestamp_text, _timestamp
     nested = plan(descriptor)
     if nested is None:
-        raise _Unplanned
+        return _generic_text, _generic_value
     return nested.text, nested.value
+
+
+def _generic_value(message: Message) -> Any:
+    """json_format's value for a message-typed field. Its printer gives a field's message to
+    _MessageToJsonObject (json_format.py, _FieldToJsonObject; each item of a repeated field alike),
+    which is what MessageToDict calls on a whole message, with the same (default) options."""
+    try:
+        return json_format.MessageToDict(message)
+    except Exception:
+        # In the parent, json_format reports the failure (a NaN in a Value, an out-of-range
+        # Duration, an Any of an unknown type) its own way, naming the parent field: let it.
+        raise _Generic from None
+
+
+def _generic_text(message: Message) -> str:
+    return compact(_generic_value(message))  # the parent's json.dumps encodes the nested value so
 
 
 def _enum(field: FieldDescriptor) -> tuple[ToText, ToValue]:

@@ -202,14 +202,18 @@ def test_a_timestamp_json_format_refuses_fails_the_same_way(seconds: int, nanos:
         assert str(failed.value) == str(generic.value)
 
 
-def test_types_with_fields_left_to_json_format_are_printed_by_it() -> None:
+def test_fields_left_to_json_format_are_printed_by_it() -> None:
+    """A type with a double is json_format's whole; a field of it or of a well-known type is
+    json_format's alone (Runs in depth: tests/test_run_json.py)."""
     run = R.Run(id=RUN_ID, number=7, state=R.RUN_STATE_COMPLETED, output="ok")
-    run.input.options.temperature = 0.1  # a double: not planned
+    run.input.options.temperature = 0.1
     run.metadata.update({"family": "a", "n": 1.5, "list": [None, True]})
     run.timeout.seconds = 90
-    assert event_json.plan(R.Run.DESCRIPTOR) is None
-    assert event_json.to_dict(run) == json_format.MessageToDict(run)
-    assert event_json.to_json(run) == old_dumps(json_format.MessageToDict(run))
+    assert event_json.plan(R.RunOptions.DESCRIPTOR) is None
+    assert event_json.plan(R.Run.DESCRIPTOR) is not None
+    for message in (run, run.input.options):
+        assert event_json.to_dict(message) == json_format.MessageToDict(message)
+        assert event_json.to_json(message) == old_dumps(json_format.MessageToDict(message))
 
 
 def test_other_planned_types_print_as_json_format_does() -> None:
