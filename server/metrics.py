@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine, event
@@ -66,37 +66,68 @@ RETENTION_DELETED = Counter("agentrun_retention_deleted", "Rows deleted by reten
 
 _TOKEN_KINDS = ("input_tokens", "output_tokens", "reasoning_tokens")
 
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, each looked up once: `labels()` takes a lock and checks its
+    arguments on every call, and every run calls it several times. Labels are bounded (see above),
+    so is this cache; it holds the very children the metric does."""
+
+    __slots__ = ("_cache", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._cache: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._cache.get(values)
+        if child is None:
+            child = self._cache[values] = self._metric.labels(*values)
+        return child
+
+
+submitted = Children(RUNS_SUBMITTED)
+open_streams = Children(OPEN_STREAMS)
+_runs_finished = Children(RUNS_FINISHED)
+_run_seconds = Children(RUN_SECONDS)
+_queue_wait = Children(QUEUE_WAIT)
+_first_event = Children(FIRST_EVENT)
+_org_runs = Children(ORG_RUNS)
+_org_tokens = Children(ORG_TOKENS)
+
 
 def committed(events: list[EventRecord]) -> None:
     """Count what a commit of this process did: events appended, runs ended."""
     EVENTS.inc(len(events))
     for e in events:
-        if e.final and e.run is not None and e.run.state in TERMINAL:
-            _finished(e.run)
+        run = e.run
+        if run is not None and run.state in TERMINAL and e.final:
+            _finished(run)
 
 
 def _finished(run: RunRecord) -> None:
     reason = run.error_reason or ""
-    RUNS_FINISHED.labels(run.agent_id, run.state, reason).inc()
+    _runs_finished(run.agent_id, run.state, reason).inc()
     if run.completed_at is not None:
-        RUN_SECONDS.labels(run.agent_id).observe(max(run.completed_at - run.created_at, 0.0))
+        _run_seconds(run.agent_id).observe(max(run.completed_at - run.created_at, 0.0))
     org = run.org_id or "-"
-    ORG_RUNS.labels(org).inc()
+    _org_runs(org).inc()
     usage: dict[str, Any] = (run.result or {}).get("usage", {})
     for kind in _TOKEN_KINDS:
         if usage.get(kind):
-            ORG_TOKENS.labels(org, kind.removesuffix("_tokens")).inc(usage[kind])
+            _org_tokens(org, kind.removesuffix("_tokens")).inc(usage[kind])
 
 
 def started(run: RunRecord) -> None:
     """A worker of this process starts a run's first attempt."""
     if run.attempt == 1 and not run.resume:
-        QUEUE_WAIT.labels(run.agent_id).observe(max(time.time() - run.created_at, 0.0))
+        _queue_wait(run.agent_id).observe(max(time.time() - run.created_at, 0.0))
 
 
 def first_event(run: RunRecord) -> None:
     if run.attempt == 1 and not run.resume:
-        FIRST_EVENT.labels(run.agent_id).observe(max(time.time() - run.created_at, 0.0))
+        _first_event(run.agent_id).observe(max(time.time() - run.created_at, 0.0))
 
 
 def _statement(*_args: Any) -> None:

@@ -26,12 +26,12 @@ from opentelemetry.trace import Span, SpanKind
 
 from common.errors import AgentrunError, Internal, NotFound, Unavailable
 from common.limits import MAX_SKIP
-from common.tracing import TRACER, current_traceparent, parent_from
-from server import validation
+from common.tracing import TRACE_HEADERS, TRACER, current_traceparent, parent_from
+from server import tracing, validation
 from server.auth.identity import Identity
 from server.auth.interceptor import current_identity
 from server.auth.limits import LimitSettings, RateLimiter
-from server.convert import agent_to_proto, delivery_to_proto, event_to_proto, run_to_proto
+from server.convert import agent_to_proto, delivery_to_proto, event_to_proto, fill_run, run_to_proto
 from server.engine.engine import Engine, Submission
 from server.store.records import RunFilter
 from server.store.writer import disconnected
@@ -58,12 +58,19 @@ async def _abort(context: Ctx, exc: Exception) -> None:
 def _own(caller: Identity, sub: Submission) -> Submission:
     org_id, user_id = caller.owner_of(sub.org_id, sub.user_id)
     # The run's trace continues the call's (stored with the run: any replica may execute it).
-    return dataclasses.replace(sub, org_id=org_id, user_id=user_id, trace=current_traceparent())
+    trace = "" if tracing.idle() else current_traceparent()
+    if org_id == sub.org_id and user_id == sub.user_id and trace == sub.trace:
+        return sub  # auth off and no trace: dataclasses.replace would copy it unchanged
+    return dataclasses.replace(sub, org_id=org_id, user_id=user_id, trace=trace)
 
 
-def _span(name: str, context: Ctx) -> AbstractContextManager[Span]:
-    """The call's server span, continuing the trace its metadata names (a no-op without tracing)."""
-    metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+def _span(name: str, context: Ctx) -> AbstractContextManager[Span | None]:
+    """The call's server span, continuing the trace its metadata names (a no-op without tracing;
+    not even built when it would carry nothing either)."""
+    pairs = context.invocation_metadata() or ()
+    if tracing.off() and not any(k.lower() in TRACE_HEADERS for k, _ in pairs):
+        return contextlib.nullcontext()
+    metadata = {k: v for k, v in pairs if isinstance(v, str)}
     return TRACER.start_as_current_span(
         f"{SERVICE_NAME}/{name}", context=parent_from(metadata), kind=SpanKind.SERVER
     )
@@ -136,7 +143,9 @@ class RunService(run_service_pb2_grpc.RunServiceServicer):
             run = await self.engine.submit_and_wait(submission)
         else:
             run, _ = await self.engine.submit(submission)
-        return pb.RunResponse(run=run_to_proto(run))
+        response = pb.RunResponse()
+        fill_run(response.run, run)  # in place: RunResponse(run=...) would copy the message
+        return response
 
     @streaming
     async def StreamRun(

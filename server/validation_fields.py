@@ -11,7 +11,8 @@ refused as undecodable by AuthInterceptor."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
@@ -32,36 +33,99 @@ NANOS = 1_000_000_000
 Report = Callable[[str, str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """What checking a field takes, read from its descriptor once: descriptors are immutable, and
+    reading their options and types again for every field of every request added up."""
+
+    entry: tuple[FieldDescriptor, FieldDescriptor] | None  # a map's (key, value) fields
+    repeated: bool
+    kind: str  # of one value: "json", "time", "duration", "message", "string", "enum" or "other"
+    limit: int  # a string's
+    enum_values: Mapping[int, Any] | None
+    enum_name: str
+
+
+_JSON = {
+    d.full_name
+    for d in (struct_pb2.Struct.DESCRIPTOR, struct_pb2.Value.DESCRIPTOR, struct_pb2.ListValue.DESCRIPTOR)
+}
+_FIELDS: dict[FieldDescriptor, _Field] = {}
+
+
+def _field(field: FieldDescriptor) -> _Field:
+    known = _FIELDS.get(field)
+    if known is None:
+        known = _FIELDS[field] = _describe(field)
+    return known
+
+
+def _describe(field: FieldDescriptor) -> _Field:
+    entry = field.message_type
+    pair = None
+    if entry is not None and entry.GetOptions().map_entry:
+        pair = (entry.fields_by_name["key"], entry.fields_by_name["value"])
+    if entry is not None:
+        name = entry.full_name
+        kind = "json" if name in _JSON else _MESSAGE_KINDS.get(name, "message")
+    elif field.type == FieldDescriptor.TYPE_STRING:
+        kind = "string"
+    else:
+        kind = "enum" if field.enum_type is not None else "other"
+    enum = field.enum_type
+    return _Field(
+        entry=pair,
+        repeated=field.is_repeated,
+        kind=kind,
+        limit=MAX_CHARS.get(field.name, DEFAULT_MAX_CHARS),
+        enum_values=enum.values_by_number if enum is not None else None,
+        enum_name=enum.name if enum is not None else "",
+    )
+
+
+_MESSAGE_KINDS = {
+    timestamp_pb2.Timestamp.DESCRIPTOR.full_name: "time",
+    duration_pb2.Duration.DESCRIPTOR.full_name: "duration",
+}
+
+
 def check(report: Report, message: Message, path: str = "") -> None:
     """Report (field path, description) for every field of `message` of the wrong shape."""
     for field, value in message.ListFields():
-        where = f"{path}{field.name}"
-        entry = field.message_type
-        if entry is not None and entry.GetOptions().map_entry:
-            key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
+        info = _field(field)
+        if info.entry is not None:
+            where = f"{path}{field.name}"
+            key_field, value_field = info.entry
             for key, item in value.items():
                 _value(report, key_field, key, f"{where}[{key!r}]")
                 _value(report, value_field, item, f"{where}[{key!r}]")
-        elif field.is_repeated:
-            if field.enum_type is not None:  # one violation for the field, as for states=[42]
-                unknown = [n for n in value if n not in field.enum_type.values_by_number]
+        elif info.repeated:
+            where = f"{path}{field.name}"
+            if info.enum_values is not None:  # one violation for the field, as for states=[42]
+                unknown = [n for n in value if n not in info.enum_values]
                 if unknown:
-                    report(where, f"unknown {field.enum_type.name} value {unknown[0]}")
+                    report(where, f"unknown {info.enum_name} value {unknown[0]}")
                 continue
             for i, item in enumerate(value):
                 _value(report, field, item, f"{where}[{i}]")
-        else:
-            _value(report, field, value, where)
+        elif info.kind == "string":  # the most common field, its path built only when reported
+            if len(value) > info.limit or "\x00" in value:
+                _string(report, value, info.limit, f"{path}{field.name}")
+        elif info.kind != "other":
+            _value(report, field, value, f"{path}{field.name}")
 
 
 def _value(report: Report, field: FieldDescriptor, value: Any, where: str) -> None:
     """One value of `field` (an element, if the field is repeated)."""
-    if field.message_type is not None:
-        _message(report, value, where)
-    elif field.type == FieldDescriptor.TYPE_STRING:
-        _string(report, value, MAX_CHARS.get(field.name, DEFAULT_MAX_CHARS), where)
-    elif field.enum_type is not None and value not in field.enum_type.values_by_number:
-        report(where, f"unknown {field.enum_type.name} value {value}")
+    info = _field(field)
+    kind = info.kind
+    if kind == "string":
+        _string(report, value, info.limit, where)
+    elif kind == "enum":
+        if value not in info.enum_values:  # type: ignore[operator]
+            report(where, f"unknown {info.enum_name} value {value}")
+    elif kind != "other":
+        _message(report, kind, value, where)
 
 
 def _string(report: Report, value: str, limit: int, where: str) -> None:
@@ -71,16 +135,16 @@ def _string(report: Report, value: str, limit: int, where: str) -> None:
         report(where, "must not contain NUL characters")
 
 
-def _message(report: Report, value: Message, where: str) -> None:
-    if isinstance(value, struct_pb2.Struct | struct_pb2.Value | struct_pb2.ListValue):
-        problem = json_problem(value)
+def _message(report: Report, kind: str, value: Message, where: str) -> None:
+    if kind == "json":
+        problem = json_problem(value)  # type: ignore[arg-type]
         if problem is not None:
             report(where, problem)
-    elif isinstance(value, timestamp_pb2.Timestamp):
-        if not MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S or not 0 <= value.nanos < NANOS:
+    elif kind == "time":
+        if not MIN_TIMESTAMP_S <= value.seconds <= MAX_TIMESTAMP_S or not 0 <= value.nanos < NANOS:  # type: ignore[attr-defined]
             report(where, "not a valid time: from 0001-01-01 to 9999-12-31, nanos from 0 to 999999999")
-    elif isinstance(value, duration_pb2.Duration):
-        if not duration_normalised(value):
+    elif kind == "duration":
+        if not duration_normalised(value):  # type: ignore[arg-type]
             report(where, "not a valid duration: |nanos| below 1e9, with the sign of seconds")
     else:
         check(report, value, f"{where}.")

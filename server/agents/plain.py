@@ -74,8 +74,9 @@ class EchoAgent:
 
     async def run(self, ctx: AgentContext) -> AsyncGenerator[AgentEvent, None]:
         yield ReasoningDelta(f"The user said {len(ctx.input.message)} characters; echoing them back.")
-        async for event in _answer(ctx.input.message):
-            yield event
+        # _answer's words without a nested async generator: echo measures the service's own cost.
+        for word in _words(ctx.input.message):
+            yield ContentDelta(word)
         yield _finish(ctx, ctx.input.message)
 
 

@@ -84,18 +84,16 @@ def _admitted(handler: Handler, caller: Identity, method: str | None) -> Handler
     """`handler` taking the request's raw bytes: it parses them, runs the role check of RunService's
     `method` (None: another service) on the request, and sets the caller for it."""
     parse: Callable[[bytes], Any] | None = handler.request_deserializer
-    malformed = InvalidArgument(f"request is not a valid {_request_type(method)} message")
 
-    async def admit(data: Any, context: Ctx) -> Any:
+    def admit(data: Any) -> Any:
+        """The request, for the caller to go on with; raises what the call must end with."""
         try:
             request = parse(data) if parse is not None else data
         except Exception:  # whatever the decoder makes of the bytes, they are the caller's
-            await _abort(context, malformed)
+            # Built here, not per call: only a malformed request needs it.
+            raise InvalidArgument(f"request is not a valid {_request_type(method)} message") from None
         if method is not None:
-            try:
-                Guard.authorize(caller, method, request)
-            except Exception as exc:
-                await _abort(context, exc)
+            Guard.authorize(caller, method, request)
         _caller.set(caller)
         return request
 
@@ -103,14 +101,21 @@ def _admitted(handler: Handler, caller: Identity, method: str | None) -> Handler
         unary: Callable[[Any, Ctx], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
 
         async def unary_unary(data: Any, context: Ctx) -> Any:
-            return await unary(await admit(data, context), context)
+            try:
+                request = admit(data)
+            except Exception as exc:
+                await _abort(context, exc)
+            return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, None, handler.response_serializer)
 
     streaming: Callable[[Any, Ctx], AsyncGenerator[Any, None]] = handler.unary_stream  # type: ignore[assignment]
 
     async def unary_stream(data: Any, context: Ctx) -> AsyncIterator[Any]:
-        request = await admit(data, context)  # before anything is sent
+        try:
+            request = admit(data)  # before anything is sent
+        except Exception as exc:
+            await _abort(context, exc)
         async with contextlib.aclosing(streaming(request, context)) as responses:
             async for response in responses:
                 yield response

@@ -24,6 +24,7 @@ from server.engine.hub import Hub, Subscription
 from server.engine.queue import Dispatcher
 from server.engine.queue import EngineSettings as EngineSettings  # re-exported: settings, tests
 from server.engine.streams import follow
+from server.ids import new_id as _new_id
 from server.store.contract import Store
 from server.store.quota import QueueFull
 from server.store.records import (
@@ -118,13 +119,18 @@ class Engine:
         leased to it and starts at once, without a trip through the queue."""
         agent = self.agent(sub.agent_id)
         new = self._new_run(sub, run_id)
-        async with self._dispatcher.reserve(start) as lease:
-            try:
-                run, created = await self.store.create_run(
-                    new, lease, max_running=self.limits.max_running, max_queued=self.limits.max_queued
-                )
-            except QueueFull:
-                raise queue_full(new.org_id, self.limits.max_queued) from None
+        # Not `async with dispatcher.reserve(...)`: an async context manager is a generator and two
+        # more frames on every submission; this is the same slot taken and given back.
+        lease = await self._dispatcher.take_slot() if start else None
+        try:
+            run, created = await self.store.create_run(
+                new, lease, max_running=self.limits.max_running, max_queued=self.limits.max_queued
+            )
+        except QueueFull:
+            raise queue_full(new.org_id, self.limits.max_queued) from None
+        finally:
+            if lease is not None:
+                self._dispatcher.give_back_slot()
         if not created and run.request_hash != new.request_hash:
             raise AlreadyExists(
                 "idempotency key already used for a different request",
@@ -132,7 +138,7 @@ class Engine:
                 metadata={"run_id": run.id, "idempotency_key": sub.idempotency_key},
             )
         if created:
-            metrics.RUNS_SUBMITTED.labels(run.agent_id).inc()
+            metrics.submitted(run.agent_id).inc()
         if created and run.state == RUNNING:
             # A session the engine named just now has no earlier turns to read.
             self._dispatcher.launch(run, agent, new_session=not sub.session_id)
@@ -147,11 +153,11 @@ class Engine:
         if problems:
             raise InvalidArgument.fields(problems)
         return NewRun(
-            id=run_id or str(uuid.uuid4()),
+            id=run_id or _new_id(),
             agent_id=sub.agent_id,
             org_id=sub.org_id,
             user_id=sub.user_id,
-            session_id=sub.session_id or str(uuid.uuid4()),
+            session_id=sub.session_id or _new_id(),
             input=sub.input,
             timeout_s=sub.timeout_s or self.settings.default_timeout_s,
             idempotency_key=sub.idempotency_key or None,
@@ -182,7 +188,7 @@ class Engine:
 
     async def events(self, run: RunRecord, after_seq: int) -> AsyncGenerator[EventRecord, None]:
         """Stored events after `after_seq`, then live ones, until the run ends or pauses."""
-        with self.hub.subscribe(run.id) as live, _open(metrics.OPEN_STREAMS.labels("stream")):
+        with self.hub.subscribe(run.id) as live, _open(metrics.open_streams("stream")):
             async with contextlib.aclosing(
                 follow(self.store, live, after_seq, quiet_s=self.hub.quiet_s)
             ) as events:
@@ -192,8 +198,8 @@ class Engine:
     async def submit_and_follow(self, sub: Submission) -> AsyncGenerator[EventRecord, None]:
         """Submit, then stream the run's events from START (subscribed before the run exists, so
         nothing needs to be read back)."""
-        run_id = str(uuid.uuid4())
-        with self.hub.subscribe(run_id) as live, _open(metrics.OPEN_STREAMS.labels("stream")):
+        run_id = _new_id()
+        with self.hub.subscribe(run_id) as live, _open(metrics.open_streams("stream")):
             run, created = await self.submit(sub, run_id, start=True)
             if created:
                 stream = follow(self.store, live, 0, quiet_s=self.hub.quiet_s, replay=False)
@@ -207,8 +213,9 @@ class Engine:
 
     async def submit_and_wait(self, sub: Submission) -> RunRecord:
         """Submit, then return the run once it is terminal or PAUSED."""
-        run_id = str(uuid.uuid4())
-        with self.hub.subscribe(run_id) as live:
+        run_id = _new_id()
+        # Only events that carry the run can settle it: the others would wake this waiter for nothing.
+        with self.hub.subscribe(run_id, runs_only=True) as live:
             run, created = await self.submit(sub, run_id, start=True)
             if created:
                 return await self._settle(live, run)
@@ -218,24 +225,26 @@ class Engine:
         """Return the run once it is terminal or PAUSED."""
         if run.state not in (QUEUED, RUNNING):
             return run
-        with self.hub.subscribe(run.id) as live:
+        with self.hub.subscribe(run.id, runs_only=True) as live:
             return await self._settle(live, await self.get(run.id))
 
     async def _settle(self, live: Subscription, run: RunRecord) -> RunRecord:
-        with _open(metrics.OPEN_STREAMS.labels("waiter")):
-            return await self._settled(live, run)
-
-    async def _settled(self, live: Subscription, run: RunRecord) -> RunRecord:
-        while run.state in (QUEUED, RUNNING):
-            batch = await live.get(self.hub.quiet_s())
-            if batch is None or live.lagged:  # quiet (another process runs it) or fell behind
-                live.reset()
-                run = await self.get(run.id)
-                continue
-            for event in batch:
-                if event.run is not None:
-                    run = event.run
-        return run
+        """Follow `live` (subscribed with runs_only) until the run is terminal or PAUSED."""
+        gauge = metrics.open_streams("waiter")
+        gauge.inc()
+        try:
+            while run.state in (QUEUED, RUNNING):
+                batch = await live.get(self.hub.quiet_s())
+                if batch is None or live.lagged:  # quiet (another process runs it) or fell behind
+                    live.reset()
+                    run = await self.get(run.id)
+                    continue
+                for event in batch:
+                    if event.run is not None:
+                        run = event.run
+            return run
+        finally:
+            gauge.dec()
 
     # ---- cancel, continue, delete -------------------------------------------------------
 

@@ -9,9 +9,7 @@ commits, always). While it does, a waiter re-reads the store only as a rare safe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import Iterator
 
 from server.store.records import EventRecord
 
@@ -22,13 +20,28 @@ class Subscription:
     """One follower's live events: a short list of batches and, while it waits, one future. Ten
     thousand idle streams hold ten thousand of these, so no asyncio.Queue (four deques, ~3 KB)."""
 
-    __slots__ = ("_batches", "_waiter", "lagged", "run_id")
+    __slots__ = ("_batches", "_hub", "_waiter", "lagged", "run_id", "runs_only")
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, runs_only: bool = False, hub: Hub | None = None) -> None:
         self.run_id = run_id
+        self._hub = hub  # subscribed to while in a `with` block (Hub.subscribe)
+        # Only batches with an event that carries the run (a state change) are kept: a waiter reads
+        # nothing else, and every batch kept wakes it.
+        self.runs_only = runs_only
         self._batches: list[list[EventRecord]] = []
         self._waiter: asyncio.Future[bool] | None = None
         self.lagged = False
+
+    # A context manager of its own rather than a @contextmanager generator: one object per waiter
+    # and stream, not three.
+    def __enter__(self) -> Subscription:
+        if self._hub is not None:
+            self._hub.add(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._hub is not None:
+            self._hub.discard(self)
 
     def reset(self) -> None:
         """Forget queued events; call before re-reading the store."""
@@ -37,6 +50,8 @@ class Subscription:
 
     def offer(self, events: list[EventRecord]) -> None:
         if self.lagged:
+            return
+        if self.runs_only and all(e.run is None for e in events):
             return
         if len(self._batches) >= QUEUE_BATCHES:
             self._lag()
@@ -119,15 +134,20 @@ class Hub:
         for subscription in self._subscribers.get(run_id, ()):
             subscription.wake()
 
-    @contextlib.contextmanager
-    def subscribe(self, run_id: str) -> Iterator[Subscription]:
-        subscription = Subscription(run_id)
-        self._subscribers.setdefault(run_id, set()).add(subscription)
-        try:
-            yield subscription
-        finally:
-            subscribers = self._subscribers.get(run_id)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del self._subscribers[run_id]
+    def subscribe(self, run_id: str, runs_only: bool = False) -> Subscription:
+        """The run's live events while in a `with` block (`runs_only`: the subscriber reads only the
+        run that events of state changes carry)."""
+        return Subscription(run_id, runs_only, self)
+
+    def add(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.run_id)
+        if subscribers is None:
+            subscribers = self._subscribers[subscription.run_id] = set()
+        subscribers.add(subscription)
+
+    def discard(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.run_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[subscription.run_id]

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,21 +102,12 @@ class Dispatcher:
 
     # ---- runs started at once -----------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def reserve(self, start: bool) -> AsyncIterator[tuple[str, float] | None]:
-        """With `start`, hold a worker slot for a run stored already leased to this process: yields
-        the lease (owner, seconds) to store the run with, or None to send it through the queue.
-        The slot is held until the block ends; `launch` the run right after, with no await between."""
-        lease = await self._take_slot() if start else None
-        try:
-            yield lease
-        finally:
-            if lease is not None:
-                self._reserved -= 1
-
-    async def _take_slot(self) -> tuple[str, float] | None:
-        """A worker slot for a run that starts at once, or None to go through the queue. A claim in
-        flight reserves every free slot though it may fill none: wait for it rather than queue."""
+    async def take_slot(self) -> tuple[str, float] | None:
+        """Hold a worker slot for a run stored already leased to this process: the lease (owner,
+        seconds) to store the run with, or None to send it through the queue. A slot taken is held
+        until `give_back_slot`, called once the run is stored; `launch` the run right after, with no
+        await between. A claim in flight reserves every free slot though it may fill none: wait for
+        it rather than queue."""
         while self._accepting:
             if len(self._runners) + self._reserved < self.settings.workers:
                 self._reserved += 1
@@ -125,6 +116,10 @@ class Dispatcher:
                 return None
             await self._claim_done.wait()
         return None
+
+    def give_back_slot(self) -> None:
+        """Release the slot `take_slot` held (the run, if it started, now holds one of its own)."""
+        self._reserved -= 1
 
     def executing(self, run_id: str) -> bool:
         """Whether a worker of this process executes the run now."""

@@ -14,7 +14,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from common import logs
 from common.tracing import TRACER, parent_of
-from server import metrics
+from server import metrics, tracing
 from server.agents.base import (
     Agent,
     AgentContext,
@@ -124,6 +124,8 @@ class Runner:
         """Drive the agent inside the run's span, which continues the submitting call's trace (the
         model and tool calls are its children)."""
         run = self.run
+        if not run.trace_context and tracing.idle():  # the span would be a no-op with no parent
+            return await self._started_drive()
         attributes: dict[str, str | int] = {
             "agentrun.run_id": run.id,
             "agentrun.agent_id": run.agent_id,
@@ -135,14 +137,18 @@ class Runner:
             kind=SpanKind.CONSUMER,
             attributes=attributes,
         ) as span:
-            if run.resume or run.attempt > 1:
-                reason = "RESUMED" if run.resume else "RETRIED"
-                await self._emit(STATUS, {"state": RUNNING, "reason": reason})
-            outcome = await self._drive()
+            outcome = await self._started_drive()
             span.set_attribute("agentrun.state", outcome.state)
             if outcome.error_reason:
                 span.set_status(Status(StatusCode.ERROR, outcome.error_reason))
             return outcome
+
+    async def _started_drive(self) -> Outcome:
+        run = self.run
+        if run.resume or run.attempt > 1:
+            reason = "RESUMED" if run.resume else "RETRIED"
+            await self._emit(STATUS, {"state": RUNNING, "reason": reason})
+        return await self._drive()
 
     async def _end(self, outcome: Outcome, seq: int | None = None) -> RunRecord | None:
         """The final transition, tried again while the database is unreachable (the run keeps its
