@@ -211,15 +211,17 @@ SELECT count(*) FROM (
     FROM (SELECT DISTINCT hashtext(s) AS k FROM unnest($1::text[]) AS s ORDER BY k) AS keys
 ) AS locked
 """
-_ANY_QUEUED = f"SELECT EXISTS (SELECT 1 FROM run WHERE state = '{QUEUED}')"
-# Of (session, org) pairs, those with a queued, running or paused run (a statement of its own:
-# it must see what a replica that held a session's lock committed). Looked up by session only, as
-# statements.SESSION_BUSY is: `|| ''` keeps org and state out of every index.
-_BUSY = f"""
-SELECT k.s, k.o FROM unnest($1::text[], $2::text[]) AS k(s, o)
-WHERE EXISTS (
-    SELECT 1 FROM run
-    WHERE run.session_id = k.s AND run.org_id || '' = k.o AND (run.state || '') IN ({_quoted(ACTIVE)})
+# Whether any run is queued and, of (session, org) pairs, those with a queued, running or paused
+# run: one statement, after the locks (it must see what a replica that held a session's lock
+# committed). Sessions are looked up by session only, as statements.SESSION_BUSY does: `|| ''`
+# keeps org and state out of every index.
+_QUEUE_STATE = f"""
+SELECT EXISTS (SELECT 1 FROM run WHERE state = '{QUEUED}'), ARRAY(
+    SELECT ARRAY[k.s, k.o] FROM unnest($1::text[], $2::text[]) AS k(s, o)
+    WHERE EXISTS (
+        SELECT 1 FROM run
+        WHERE run.session_id = k.s AND run.org_id || '' = k.o AND (run.state || '') IN ({_quoted(ACTIVE)})
+    )
 )
 """
 _BY_KEY = """
@@ -320,10 +322,11 @@ class PgSteps:
 
     def queue_state(self, sessions: Sequence[SessionKey]) -> tuple[bool, set[SessionKey]]:
         self._await(self._raw.fetchval(_LOCK_SESSIONS, sorted({sid for sid, _ in sessions})))
-        if self._await(self._raw.fetchval(_ANY_QUEUED)):
+        ids, orgs = [s for s, _ in sessions], [o for _, o in sessions]
+        any_queued, busy = self._await(self._raw.fetchrow(_QUEUE_STATE, ids, orgs))
+        if any_queued:
             return True, set()
-        rows = self._await(self._raw.fetch(_BUSY, [s for s, _ in sessions], [o for _, o in sessions]))
-        return False, {(row[0], row[1]) for row in rows}
+        return False, {(sid, org) for sid, org in busy}
 
     def runs_by_key(self, keys: Sequence[IdempotencyKey]) -> dict[IdempotencyKey, RunRecord]:
         rows = self._await(self._raw.fetch(_BY_KEY, [o for o, _ in keys], [k for _, k in keys]))
