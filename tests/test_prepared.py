@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, create_engine, insert, select
+from sqlalchemy import Connection, bindparam, create_engine, insert, select
 
 from server.store import statements as st
 from server.store.batch import Change, run_values
@@ -105,3 +105,9 @@ def test_executemany_and_rowcount(conn: Connection) -> None:
 def test_an_insert_must_name_every_column_with_a_default(conn: Connection) -> None:
     with pytest.raises(ValueError, match="column default"):
         Prepared(insert(RUN), conn.dialect, ["id", "agent_id"])
+
+
+def test_a_value_rendered_at_execution_time_is_refused(conn: Connection) -> None:
+    statement = select(RUN.c.number).limit(bindparam("lim", literal_execute=True))
+    with pytest.raises(ValueError, match="at execution time"):
+        Prepared(statement, conn.dialect)

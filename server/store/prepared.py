@@ -36,6 +36,8 @@ class Prepared:
         self._bind = [binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
         self._expanding = [binds[n].expanding for n in names]
         self._sql = compiled.string
+        if self._sql.count("__[POSTCOMPILE_") != sum(self._expanding):
+            raise ValueError("a parameter the dialect renders at execution time (not an IN list)")
         self._by_length: dict[tuple[int, ...], str] = {}
         columns = list(getattr(statement, "exported_columns", ()))
         self.columns = [c.key for c in columns]
@@ -76,9 +78,10 @@ class Prepared:
         return raw.execute(*self.params(values))
 
     def executemany(self, raw: Any, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Run once per row (a statement without IN lists)."""
-        sql = self._sql
-        raw.executemany(sql, [self.params(row)[1] for row in rows])
+        """Run once per row (a statement without IN lists: one SQL text for every row)."""
+        if any(self._expanding):
+            raise ValueError("executemany of a statement with an IN list")
+        raw.executemany(self._sql, [self.params(row)[1] for row in rows])
 
     def rows(self, cursor: Any) -> list[dict[str, Any]]:
         """The cursor's rows by column, values as the column types read them."""
