@@ -103,13 +103,18 @@ class Appends:
             self.waiting[:0] = events
             raise
         if isinstance(stored, Future):
-            stored.add_done_callback(self.check)
-            stored.add_done_callback(self._committed)
+            stored.add_done_callback(self._stored)  # one callback: each is a turn of the loop
         else:
             self.busy = False
         return stored
 
-    def _committed(self, _: Future[bool]) -> None:
+    def _stored(self, stored: Future[bool]) -> None:
+        try:
+            self.check(stored)
+        finally:
+            self._committed()
+
+    def _committed(self) -> None:
         if not self.waiting:
             self.busy = False
         elif self.flusher is None or self.flusher.done():
