@@ -3,12 +3,14 @@ SIGTERM release, and a paused run surviving a restart."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -206,3 +208,39 @@ def test_serve_starts_the_gateway_too(tmp_path: Path, flags: list[str]) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_a_callers_trace_reaches_the_webhook_with_no_tracer_installed(tmp_path: Path) -> None:
+    """With no tracer provider (the process's own default; pytest's process has one once
+    test_tracing ran) the server builds no spans, but a `traceparent` a caller sends still goes on
+    into the run and out with its webhook."""
+    received: list[str] = []
+    arrived = threading.Event()
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.append(self.headers.get("traceparent", ""))
+            self.send_response(200)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    proc = Proc(tmp_path / "t.db", "--webhook-allow", "127.0.0.1")
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+        request = pb.RunRequest(
+            agent_id="echo", input=run_pb2.RunInput(message="traced"), wait=True, webhook_url=url
+        )
+        metadata = (("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),)
+        assert proc.stub.Run(request, metadata=metadata, timeout=20).run.state == S.RUN_STATE_COMPLETED
+        assert arrived.wait(20), "no webhook arrived"
+    finally:
+        assert proc.stop() == 0
+        receiver.shutdown()
+    assert received[0].split("-")[1] == trace_id

@@ -88,6 +88,12 @@ async def test_the_engine_events_of_run_stream_events_then_the_result(
     assert mapped(ours[:-1]) == mapped(theirs[:-1]) != []
 
 
+async def _turns_for_other_tasks(turns: int = 50) -> None:
+    """Suspend for `turns` turns of the loop: a tool run by any other task would run meanwhile."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
 async def test_a_tool_runs_only_after_its_call_was_taken() -> None:
     order: list[str] = []
 
@@ -104,7 +110,7 @@ async def test_a_tool_runs_only_after_its_call_was_taken() -> None:
     async with contextlib.aclosing(streamed(iterate, build_demo_model())) as events:
         async for event in events:
             if isinstance(event, FunctionToolCallEvent):
-                await asyncio.sleep(0.05)  # the engine storing TOOL_START
+                await _turns_for_other_tasks()  # the engine storing TOOL_START
                 order.append("call stored")
             elif isinstance(event, FunctionToolResultEvent):
                 order.append("result")

@@ -119,8 +119,8 @@ class Engine:
         leased to it and starts at once, without a trip through the queue."""
         agent = self.agent(sub.agent_id)
         new = self._new_run(sub, run_id)
-        # Not `async with dispatcher.reserve(...)`: an async context manager is a generator and two
-        # more frames on every submission; this is the same slot taken and given back.
+        # A slot taken and given back in try/finally, not an async context manager: that is a
+        # generator and two more frames on every submission.
         lease = await self._dispatcher.take_slot() if start else None
         try:
             run, created = await self.store.create_run(
